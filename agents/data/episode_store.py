@@ -1,0 +1,290 @@
+"""The zarr v3 episode store: time-major data, all-or-nothing episode commits, a per-episode table.
+
+Layout::
+
+    data/<key>          (T, ...) every step of every committed episode, time-major
+    meta/episode_ends   (E,) exclusive end index of each episode in data/*; written last
+    meta/episode_id     (E,) deterministic id, e.g. derived from (run seed, episode index)
+    meta/seed           (E,) the env reset seed
+    meta/length         (E,) steps
+    meta/success        (E,) bool
+    meta/source         (E,) str, who produced the episode (expert name, policy run)
+    attrs               format, version, env_id, provenance
+
+Commit protocol: episodes are buffered in memory and flushed in whole chunks; a flush writes data,
+then the table, then ``episode_ends``. A reader trusts only the prefix of ``episode_ends`` that is
+strictly increasing and covered by data and table (zarr 3 writes a new shape before the chunks, so
+a torn append reads back as fill values, which that check rejects). Opening for append repairs a
+torn tail by truncating everything to the last committed episode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+FORMAT = "kinodiff.episodes"
+VERSION = 1
+_TABLE = {"episode_id": np.int64, "seed": np.int64, "length": np.int64, "success": np.bool_}
+_LOCK = ".writer.lock"
+
+
+def _committed_count(ends: np.ndarray, data_len: int, table_len: int) -> int:
+    """Number of leading episodes whose commit finished. ends: (E,) int."""
+    if ends.size == 0:
+        return 0
+    ok = np.concatenate([[ends[0] > 0], np.diff(ends) > 0]) & (ends <= data_len)
+    bad = np.flatnonzero(~ok)
+    n = int(bad[0]) if bad.size else int(ends.size)
+    return min(n, table_len)
+
+
+class EpisodeStore:
+    """Reader and buffered writer of one zarr episode store. Use ``create`` or ``open``."""
+
+    def __init__(self, group: zarr.Group, path: Path, writable: bool) -> None:
+        self._g = group
+        self.path = path
+        self.writable = writable
+        self._buffer: list[tuple[dict[str, np.ndarray], dict[str, Any]]] = []
+        self._buffered_steps = 0
+        self._lock_held = False
+        self.chunk_steps = int(group.attrs.get("chunk_steps", 4096))
+        self._refresh()
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        specs: Mapping[str, tuple[tuple[int, ...], str]],
+        *,
+        env_id: str,
+        provenance: Mapping[str, Any] | None = None,
+        chunk_steps: int = 4096,
+    ) -> EpisodeStore:
+        """Create an empty store; refuses to overwrite an existing path.
+
+        Args:
+            path: Folder of the store (``*.zarr``).
+            specs: ``key -> (per-step shape, dtype)``, e.g. ``{"obs": ((4,), "float32")}``.
+            env_id: The task the episodes come from.
+            provenance: Free-form JSON-serializable facts (versions, command, config).
+            chunk_steps: Steps per chunk along time; writes are buffered to whole chunks.
+        """
+        path = Path(path)
+        if path.exists():
+            raise FileExistsError(f"dataset {str(path)!r} already exists; expected a new path")
+        g = zarr.open_group(str(path), mode="w-")
+        g.attrs.update(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "env_id": env_id,
+                "chunk_steps": int(chunk_steps),
+                "provenance": json.loads(json.dumps(dict(provenance or {}), default=str)),
+            }
+        )
+        for key, (shape, dtype) in specs.items():
+            g.create_array(
+                f"data/{key}", shape=(0, *shape), chunks=(chunk_steps, *shape), dtype=dtype
+            )
+        g.create_array("meta/episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=0)
+        for key, dtype in _TABLE.items():
+            g.create_array(f"meta/{key}", shape=(0,), chunks=(4096,), dtype=dtype)
+        g.create_array("meta/source", shape=(0,), chunks=(4096,), dtype=str)
+        store = cls(g, path, writable=True)
+        store._acquire_lock()
+        return store
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
+        """Open a store for reading (``"r"``) or appending (``"a"``, repairs a torn tail)."""
+        path = Path(path)
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode {mode!r} is not supported; expected 'r' or 'a'")
+        if not (path / "zarr.json").is_file():
+            raise FileNotFoundError(f"dataset {str(path)!r} not found; expected a kinodiff .zarr store")
+        try:
+            g = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
+        except Exception as exc:  # zarr raises several types for a malformed store
+            raise ValueError(f"dataset {str(path)!r} is not a readable zarr store: {exc}") from exc
+        if g.attrs.get("format") != FORMAT:
+            raise ValueError(
+                f"dataset {str(path)!r} has format {g.attrs.get('format')!r}; expected {FORMAT!r}"
+            )
+        store = cls(g, path, writable=mode == "a")
+        if mode == "a":
+            store._acquire_lock()
+            store._repair()
+        return store
+
+    # -- reading ---------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        ends = np.asarray(self._g["meta/episode_ends"][:], dtype=np.int64)
+        data_len = min((a.shape[0] for _, a in self._data_arrays()), default=0)
+        table_len = min(self._g[f"meta/{k}"].shape[0] for k in (*_TABLE, "source"))
+        self._n = _committed_count(ends, data_len, table_len)
+        self._ends = ends[: self._n]
+
+    def _data_arrays(self):
+        return self._g["data"].arrays()
+
+    @property
+    def env_id(self) -> str:
+        """The task the episodes come from."""
+        return str(self._g.attrs["env_id"])
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Store attributes (format, env_id, provenance)."""
+        return dict(self._g.attrs)
+
+    @property
+    def keys(self) -> list[str]:
+        """Names of the per-step arrays."""
+        return sorted(name for name, _ in self._data_arrays())
+
+    @property
+    def n_episodes(self) -> int:
+        """Committed episodes."""
+        return self._n
+
+    @property
+    def n_steps(self) -> int:
+        """Committed steps."""
+        return int(self._ends[-1]) if self._n else 0
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        """(E,) exclusive end index of each committed episode."""
+        return self._ends.copy()
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The per-episode table of committed episodes: id, seed, length, success, source."""
+        return {k: np.asarray(self._g[f"meta/{k}"][: self._n]) for k in (*_TABLE, "source")}
+
+    def load(self, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        """All committed steps of ``keys`` (default: every key) as numpy arrays."""
+        keys = keys or self.keys
+        missing = sorted(set(keys) - set(self.keys))
+        if missing:
+            raise ValueError(f"dataset {str(self.path)!r} has no keys {missing}; it has {self.keys}")
+        return {k: np.asarray(self._g[f"data/{k}"][: self.n_steps]) for k in keys}
+
+    def episode(self, index: int) -> dict[str, np.ndarray]:
+        """One committed episode's steps."""
+        if not 0 <= index < self._n:
+            raise IndexError(f"episode {index} out of range; the store has {self._n}")
+        start = int(self._ends[index - 1]) if index else 0
+        end = int(self._ends[index])
+        return {k: np.asarray(self._g[f"data/{k}"][start:end]) for k in self.keys}
+
+    # -- writing ---------------------------------------------------------------------------
+    def add_episode(
+        self,
+        steps: Mapping[str, np.ndarray],
+        *,
+        episode_id: int,
+        seed: int,
+        source: str,
+        success: bool,
+    ) -> None:
+        """Buffer one episode; it is committed by the flush that follows (whole chunks)."""
+        if not self.writable:
+            raise PermissionError(f"dataset {str(self.path)!r} is open read-only")
+        if sorted(steps) != self.keys:
+            raise ValueError(f"episode has keys {sorted(steps)}; expected {self.keys}")
+        lengths = {k: len(v) for k, v in steps.items()}
+        if len(set(lengths.values())) != 1 or not next(iter(lengths.values())):
+            raise ValueError(f"episode arrays have lengths {lengths}; expected one equal length > 0")
+        for k, v in steps.items():
+            expected = self._g[f"data/{k}"].shape[1:]
+            if tuple(np.shape(v)[1:]) != tuple(expected):
+                raise ValueError(f"episode {k!r} has step shape {np.shape(v)[1:]}; expected {expected}")
+        meta = {"episode_id": int(episode_id), "seed": int(seed), "source": str(source),
+                "success": bool(success), "length": next(iter(lengths.values()))}
+        self._buffer.append(({k: np.asarray(v) for k, v in steps.items()}, meta))
+        self._buffered_steps += meta["length"]
+        if self._buffered_steps >= self.chunk_steps:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffered episodes: data first, then the table, ``episode_ends`` last."""
+        if not self._buffer:
+            return
+        t0, e0 = self.n_steps, self._n
+        lengths = np.array([m["length"] for _, m in self._buffer], dtype=np.int64)
+        t1, e1 = t0 + int(lengths.sum()), e0 + len(self._buffer)
+        for key in self.keys:
+            arr = self._g[f"data/{key}"]
+            arr.resize((t1, *arr.shape[1:]))
+            arr[t0:t1] = np.concatenate([steps[key] for steps, _ in self._buffer])
+        for key in (*_TABLE, "source"):
+            arr = self._g[f"meta/{key}"]
+            arr.resize((e1,))
+            arr[e0:e1] = np.array([m[key] for _, m in self._buffer])
+        ends = self._g["meta/episode_ends"]
+        ends.resize((e1,))
+        ends[e0:e1] = t0 + np.cumsum(lengths)
+        self._buffer.clear()
+        self._buffered_steps = 0
+        self._refresh()
+
+    def _repair(self) -> None:
+        """Truncate every array to the last committed episode (a torn write leaves extra rows)."""
+        n, t = self._n, self.n_steps
+        for _, arr in self._data_arrays():
+            if arr.shape[0] != t:
+                arr.resize((t, *arr.shape[1:]))
+        for key in ("episode_ends", *_TABLE, "source"):
+            arr = self._g[f"meta/{key}"]
+            if arr.shape[0] != n:
+                arr.resize((n,))
+
+    def _acquire_lock(self) -> None:
+        lock = self.path / _LOCK
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pid = lock.read_text().strip()
+            if pid.isdigit() and _alive(int(pid)):
+                raise RuntimeError(
+                    f"dataset {str(self.path)!r} is being written by process {pid}; "
+                    "expected a single writer"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale lock of a dead writer
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        self._lock_held = True
+
+    def close(self) -> None:
+        """Flush what is buffered and release the writer lock."""
+        if self.writable:
+            self.flush()
+        if self._lock_held:
+            (self.path / _LOCK).unlink(missing_ok=True)
+            self._lock_held = False
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,153 @@
+"""The shared base of every kinodiff MuJoCo task: simulator plumbing apart from task logic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium.utils import EzPickle
+
+from sim_assets import asset_path
+
+# Warnings MuJoCo raises when the state blows up; it then silently resets the state, which would
+# hide the failure from the learner. We end the episode instead.
+_DIVERGENCE_WARNINGS = tuple(
+    int(w)
+    for w in (
+        mujoco.mjtWarning.mjWARN_BADQPOS,
+        mujoco.mjtWarning.mjWARN_BADQVEL,
+        mujoco.mjtWarning.mjWARN_BADQACC,
+        mujoco.mjtWarning.mjWARN_BADCTRL,
+    )
+)
+
+
+class MujocoTaskEnv(gym.Env, EzPickle):
+    """A MuJoCo task: loads the MJCF, validates actions, steps, flags divergence, renders.
+
+    Subclasses implement the task: ``_reset_task``, ``_observation``, ``_reward_terms``,
+    ``_is_success`` and ``_task_info``. Reward is always the exact sum of the reward terms,
+    which are also reported as ``info["reward_<name>"]``.
+
+    Args:
+        xml_name: Asset name in ``sim_assets``.
+        frame_skip: Physics steps per control step.
+        observation_space: The task's observation space.
+        render_mode: ``None`` or ``"rgb_array"``.
+        width: Rendered frame width in pixels.
+        height: Rendered frame height in pixels.
+        camera: Name of the MJCF camera used for rendering.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        xml_name: str,
+        frame_skip: int,
+        observation_space: gym.spaces.Box,
+        render_mode: str | None = None,
+        width: int = 240,
+        height: int = 240,
+        camera: str = "top",
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; expected None or 'rgb_array'")
+        self.model = mujoco.MjModel.from_xml_path(str(asset_path(xml_name)))
+        self.data = mujoco.MjData(self.model)
+        self.frame_skip = int(frame_skip)
+        self.render_mode = render_mode
+        self._width, self._height, self._camera = width, height, camera
+        self._renderer: mujoco.Renderer | None = None
+        low, high = self.model.actuator_ctrlrange.T.astype(np.float32)
+        self.action_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
+        self.observation_space = observation_space
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.dt)}
+
+    @property
+    def dt(self) -> float:
+        """Seconds of simulated time per control step."""
+        return float(self.model.opt.timestep) * self.frame_skip
+
+    # -- gymnasium API ---------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset the simulation and the task; ``seed`` makes it reproducible bit for bit."""
+        super().reset(seed=seed)
+        mujoco.mj_resetData(self.model, self.data)
+        self._reset_task(options or {})
+        mujoco.mj_forward(self.model, self.data)
+        obs = self._observation()
+        return obs, {"is_success": False, **self._task_info()}
+
+    def step(self, action):
+        """Apply one validated action for ``frame_skip`` physics steps."""
+        action = self._validate_action(action)
+        self.data.ctrl[:] = action
+        before = [self.data.warning[w].number for w in _DIVERGENCE_WARNINGS]
+        self._before_physics()
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        after = [self.data.warning[w].number for w in _DIVERGENCE_WARNINGS]
+        diverged = after != before or not (
+            np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all()
+        )
+        obs = self._observation()
+        if diverged:
+            # The state is meaningless now: end the episode with a flag, never auto-reset.
+            terms = {name: 0.0 for name in self._reward_terms(action)}
+            info = {f"reward_{k}": v for k, v in terms.items()}
+            info.update(is_success=False, diverged=True, **self._task_info())
+            return np.nan_to_num(obs), 0.0, True, False, info
+        terms = self._reward_terms(action)
+        success = bool(self._is_success())
+        info = {f"reward_{k}": float(v) for k, v in terms.items()}
+        info.update(is_success=success, diverged=False, **self._task_info())
+        reward = float(sum(info[f"reward_{k}"] for k in terms))
+        return obs, reward, success, False, info
+
+    def render(self):
+        """Return an ``(H, W, 3)`` uint8 frame from the task camera (``render_mode="rgb_array"``)."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, self._height, self._width)
+        self._renderer.update_scene(self.data, camera=self._camera)
+        return self._renderer.render()
+
+    def close(self):
+        """Release the renderer's GL context."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _validate_action(self, action) -> np.ndarray:
+        arr = np.asarray(action, dtype=np.float64)
+        if arr.shape != self.action_space.shape:
+            raise ValueError(
+                f"action has shape {arr.shape}; expected {self.action_space.shape}"
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError(f"action {arr.tolist()} has non-finite values; expected finite numbers")
+        # Out-of-range commands are clipped to the actuator range, as MuJoCo would do.
+        return np.clip(arr, self.action_space.low, self.action_space.high)
+
+    # -- task hooks ------------------------------------------------------------------------
+    def _reset_task(self, options: dict) -> None:
+        raise NotImplementedError
+
+    def _before_physics(self) -> None:
+        """Record what the reward needs from the state before the step (optional)."""
+
+    def _observation(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _is_success(self) -> bool:
+        raise NotImplementedError
+
+    def _task_info(self) -> dict[str, Any]:
+        return {}

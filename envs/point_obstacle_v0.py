@@ -1,0 +1,111 @@
+"""PointObstacle-v0: a point robot reaches a goal behind a box, passing it on either side.
+
+The quickstart task. It is built to be two-modal: the start is centred (only x is random, within
+``start_spread``), the goal is fixed behind a flat-faced, high-friction box, and the expert drives
+along the centre line before branching left or right shortly before the box. So the side cannot be
+predicted from the observation, and a policy that averages the two modes drives into the box face
+and sticks there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import EzPickle
+
+from envs.mujoco_task import MujocoTaskEnv
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointObstacleLayout:
+    """Geometry of the scene, read from the MJCF so the expert and the plots share one truth."""
+
+    obstacle_center: np.ndarray
+    """(2,) centre of the box in the plane, metres."""
+    obstacle_half: np.ndarray
+    """(2,) half extents of the box in the plane, metres."""
+    goal: np.ndarray
+    """(2,) goal position, metres."""
+    robot_radius: float
+    """Radius of the robot's sphere, metres."""
+    start_y: float
+    """y of every start position, metres."""
+
+
+class PointObstacleEnv(MujocoTaskEnv):
+    """Point robot on slide joints with force actuators; reach the goal behind the obstacle.
+
+    Observation: ``[x, y, vx, vy]``. Action: ``[fx, fy]`` in ``[-1, 1]`` (motor gear 2 N).
+    Success: robot centre within ``goal_radius`` of the goal; the episode then terminates.
+    ``info["mode"]`` is ``"left"``/``"right"`` once the robot has passed the box's centre line.
+
+    Args:
+        start_spread: Half-width of the uniform start x range, metres.
+        goal_radius: Success radius around the goal, metres.
+        render_mode: ``None`` or ``"rgb_array"``.
+        width: Rendered frame width.
+        height: Rendered frame height.
+    """
+
+    def __init__(
+        self,
+        start_spread: float = 0.05,
+        goal_radius: float = 0.1,
+        render_mode: str | None = None,
+        width: int = 240,
+        height: int = 240,
+    ) -> None:
+        if not 0.0 <= start_spread <= 0.9:
+            raise ValueError(f"start_spread {start_spread} is out of range; expected 0 <= s <= 0.9")
+        if goal_radius <= 0:
+            raise ValueError(f"goal_radius {goal_radius} must be > 0")
+        EzPickle.__init__(self, start_spread, goal_radius, render_mode, width, height)
+        obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
+        super().__init__("point_obstacle.xml", 5, obs_space, render_mode, width, height)
+        self.start_spread = float(start_spread)
+        self.goal_radius = float(goal_radius)
+        m = self.model
+        box = m.geom("obstacle")
+        self.layout = PointObstacleLayout(
+            obstacle_center=np.array(box.pos[:2], dtype=np.float64),
+            obstacle_half=np.array(box.size[:2], dtype=np.float64),
+            goal=np.array(m.site("goal").pos[:2], dtype=np.float64),
+            robot_radius=float(m.geom("robot").size[0]),
+            start_y=-0.8,
+        )
+        self._obs = np.zeros(4, dtype=np.float32)
+        self._prev_dist = 0.0
+        self._mode: str | None = None
+
+    def _reset_task(self, options: dict) -> None:
+        x0 = self.np_random.uniform(-self.start_spread, self.start_spread)
+        self.data.qpos[:] = (x0, self.layout.start_y)
+        self.data.qvel[:] = 0.0
+        self._mode = None
+        self._prev_dist = float(np.linalg.norm(self.layout.goal - self.data.qpos[:2]))
+
+    def _observation(self) -> np.ndarray:
+        self._obs[:2] = self.data.qpos
+        self._obs[2:] = self.data.qvel
+        return self._obs.copy()
+
+    def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
+        pos = self.data.qpos[:2]
+        dist = float(np.linalg.norm(self.layout.goal - pos))
+        progress, self._prev_dist = self._prev_dist - dist, dist
+        if self._mode is None and pos[1] >= self.layout.obstacle_center[1]:
+            self._mode = "left" if pos[0] < self.layout.obstacle_center[0] else "right"
+        return {
+            "progress": progress,
+            "success": 10.0 if dist <= self.goal_radius else 0.0,
+            "control": -0.01 * float(np.dot(action, action)),
+        }
+
+    def _is_success(self) -> bool:
+        return bool(np.linalg.norm(self.layout.goal - self.data.qpos[:2]) <= self.goal_radius)
+
+    def _task_info(self) -> dict[str, Any]:
+        return {"mode": self._mode, "position": self.data.qpos[:2].copy()}

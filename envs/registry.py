@@ -1,0 +1,92 @@
+"""The task registry: a plain dict, Gymnasium registration, and factories with clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvSpec:
+    """One kinodiff task."""
+
+    id: str
+    """Gymnasium id, ``kinodiff/<Task>-v<N>``."""
+    entry_point: str
+    """``module:Class`` of the env."""
+    description: str
+    """One line for ``kinodiff envs``."""
+    max_episode_steps: int
+    """Time limit applied by ``gymnasium.make``."""
+    experts: dict[str, str] = field(default_factory=dict)
+    """Expert name -> ``module:Class``; the class takes the unwrapped env's ``layout``."""
+
+
+ENV_SPECS: dict[str, EnvSpec] = {}
+
+
+def _add(spec: EnvSpec) -> None:
+    ENV_SPECS[spec.id] = spec
+
+
+_add(
+    EnvSpec(
+        id="kinodiff/PointObstacle-v0",
+        entry_point="envs.point_obstacle_v0:PointObstacleEnv",
+        description="Point robot reaches a goal behind a box, passing left or right (two-modal).",
+        max_episode_steps=200,
+        experts={"scripted": "envs.experts.point_obstacle:PointObstacleExpert"},
+    )
+)
+
+
+def register_envs() -> None:
+    """Register every kinodiff task with Gymnasium (idempotent)."""
+    for spec in ENV_SPECS.values():
+        if spec.id not in gym.registry:
+            gym.register(
+                id=spec.id,
+                entry_point=spec.entry_point,
+                max_episode_steps=spec.max_episode_steps,
+            )
+
+
+def list_envs() -> list[str]:
+    """Return the registered kinodiff task ids."""
+    return sorted(ENV_SPECS)
+
+
+def check_env_id(env_id: str) -> str:
+    """Return ``env_id`` if it is a kinodiff task or a Gymnasium id; else raise naming valid ids."""
+    if env_id in ENV_SPECS or env_id in gym.registry:
+        return env_id
+    raise ValueError(f"unknown env id {env_id!r}; expected one of {list_envs()}")
+
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """Build a task through ``gymnasium.make`` (time limit and checkers included)."""
+    return gym.make(check_env_id(env_id), **kwargs)
+
+
+def _load(entry: str) -> Callable[..., Any]:
+    module, name = entry.split(":")
+    mod = __import__(module, fromlist=[name])
+    return getattr(mod, name)
+
+
+def make_expert(env_id: str, name: str, env: gym.Env):
+    """Build the task's expert ``name`` for ``env``.
+
+    Raises:
+        ValueError: When the task has no such expert, listing the ones it has.
+    """
+    spec = ENV_SPECS.get(check_env_id(env_id))
+    experts = spec.experts if spec else {}
+    if name not in experts:
+        raise ValueError(
+            f"unknown expert {name!r} for {env_id}; expected one of {sorted(experts)}"
+        )
+    return _load(experts[name])(env.unwrapped.layout)

@@ -1,0 +1,143 @@
+"""The policy contract: chunked action prediction, a one-step queue, a loss, saved normalizers."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from policies.normalizer import RangeNormalizer
+
+
+@dataclass(kw_only=True)
+class PolicyConfig:
+    """Shapes shared by every policy."""
+
+    obs_dim: int
+    """Do: observation features per step."""
+    action_dim: int
+    """Da: action features per step."""
+    n_obs_steps: int = 2
+    """To: observation history fed to the policy."""
+    horizon: int = 16
+    """H: actions predicted per chunk."""
+    n_action_steps: int = 8
+    """Ta: actions executed from each chunk before predicting again (receding horizon)."""
+    seed: int = 0
+    """Seed of the policy's own sampling generator."""
+
+    def __post_init__(self) -> None:
+        for name in ("obs_dim", "action_dim", "n_obs_steps", "horizon", "n_action_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} is invalid; expected an integer >= 1")
+        if self.n_action_steps > self.horizon:
+            raise ValueError(
+                f"n_action_steps={self.n_action_steps} exceeds horizon={self.horizon}; expected Ta <= H"
+            )
+
+
+class Policy(nn.Module):
+    """Base of every policy: normalizers, the observation history and the action queue.
+
+    Subclasses implement ``predict_normalized_chunk`` and ``compute_loss``.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.obs_normalizer = RangeNormalizer(config.obs_dim)
+        self.action_normalizer = RangeNormalizer(config.action_dim)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self._obs_history: deque[torch.Tensor] = deque(maxlen=config.n_obs_steps)
+        self._action_queue: deque[torch.Tensor] = deque()
+
+    def fit_normalizers(self, obs: np.ndarray, actions: np.ndarray) -> None:
+        """Set normalization statistics from the training data ([N, Do], [N, Da])."""
+        self.obs_normalizer.fit(obs)
+        self.action_normalizer.fit(actions)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the observation history and queued actions; optionally reseed sampling."""
+        self._obs_history.clear()
+        self._action_queue.clear()
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+
+    def _check_obs(self, obs: torch.Tensor) -> None:
+        c = self.config
+        if obs.ndim != 3 or obs.shape[1:] != (c.n_obs_steps, c.obs_dim):
+            raise ValueError(
+                f"observation batch has shape {tuple(obs.shape)}; "
+                f"expected [B, {c.n_obs_steps}, {c.obs_dim}]"
+            )
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """Predict the next Ta actions for a batch.
+
+        Args:
+            obs: [B, To, Do] raw observations (oldest first).
+
+        Returns:
+            [B, Ta, Da] raw actions.
+        """
+        obs = torch.as_tensor(obs, dtype=torch.float32)
+        self._check_obs(obs)
+        if not torch.isfinite(obs).all():
+            raise ValueError("observation has non-finite values; expected finite numbers")
+        chunk = self.predict_normalized_chunk(self.obs_normalizer.normalize(obs))
+        return self.action_normalizer.unnormalize(chunk[:, : self.config.n_action_steps])
+
+    @torch.no_grad()
+    def select_action(self, obs: np.ndarray) -> np.ndarray:
+        """One control step: queue a new chunk when the last one is used up.
+
+        Args:
+            obs: [Do] or [B, Do] current observation(s).
+
+        Returns:
+            [Da] or [B, Da] action(s).
+        """
+        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        single = o.ndim == 1
+        o = o[None] if single else o
+        if not self._obs_history:  # pad the history with the first observation
+            self._obs_history.extend([o] * self.config.n_obs_steps)
+        else:
+            self._obs_history.append(o)
+        if not self._action_queue:
+            chunk = self.predict_action_chunk(torch.stack(list(self._obs_history), dim=1))
+            self._action_queue.extend(chunk.unbind(dim=1))
+        action = self._action_queue.popleft().numpy()
+        return action[0] if single else action
+
+    @property
+    def chunk_pending(self) -> bool:
+        """True when the next ``select_action`` will run the network."""
+        return not self._action_queue
+
+    def predict_normalized_chunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """[B, To, Do] normalized observations -> [B, H, Da] normalized actions."""
+        raise NotImplementedError
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss on raw ``batch["obs"]`` [B, To, Do] and ``batch["action"]`` [B, H, Da]."""
+        raise NotImplementedError
+
+    def normalized_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalize a training batch; returns (obs [B, To, Do], actions [B, H, Da])."""
+        return (
+            self.obs_normalizer.normalize(batch["obs"]),
+            self.action_normalizer.normalize(batch["action"]),
+        )
+
+    def extra_metadata(self) -> dict[str, Any]:
+        """Facts saved beside the config (override to add)."""
+        return {}

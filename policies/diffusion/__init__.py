@@ -1,0 +1,1 @@
+"""Diffusion policies: noise schedules, samplers and denoisers."""
