@@ -1,0 +1,1 @@
+"""Everything that runs the loop: data, rollout, training, evaluation, reports and the CLI."""

@@ -1,0 +1,133 @@
+"""Evaluate a trained policy on a task over a fixed, recorded list of seeds."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.rollout.actors import PolicyActorFactory
+from agents.rollout.pool import run_episodes
+from agents.rollout.worker import EpisodeResult, RolloutWorker
+from agents.train.checkpoint import latest_checkpoint
+from agents.utils import episode_seed
+from envs import make_env
+from envs.registry import check_env_id
+from policies.io import read_policy_config
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """Policy evaluation."""
+
+    run: str
+    """Run folder (its latest checkpoint) or a saved policy folder."""
+    env: str = "kinodiff/PointObstacle-v0"
+    """Task id."""
+    episodes: int = 50
+    """Episodes; their seeds are derived from ``seed`` and recorded in the report."""
+    seed: int = 1000
+    """Evaluation seed (kept apart from collection seeds)."""
+    workers: int = 0
+    """0 evaluates in this process; W > 0 uses W Ray actors."""
+    ray_address: str | None = None
+    """Join an existing Ray cluster."""
+    video: bool = True
+    """Render the first episode to a video."""
+    threads: int = 1
+    """torch threads per worker (policy latency is measured with this many)."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"episodes={self.episodes}; expected >= 1")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def resolve_policy_dir(run: str | Path) -> Path:
+    """The policy folder of a run (its latest checkpoint) or the folder itself."""
+    run = Path(run)
+    if (run / "policy.json").is_file():
+        return run
+    ckpt = latest_checkpoint(run / "checkpoints")
+    if ckpt is None:
+        raise FileNotFoundError(f"no policy in {str(run)!r}; expected a run folder with "
+                                "checkpoints/latest.json or a folder with policy.json")
+    return ckpt
+
+
+def check_policy_fits_env(policy_dir: Path, env_id: str) -> None:
+    """Refuse a policy whose shapes differ from the task's, naming both."""
+    doc = read_policy_config(policy_dir)
+    env = make_env(env_id)
+    obs_dim = int(np.prod(env.observation_space.shape))
+    act_dim = int(np.prod(env.action_space.shape))
+    env.close()
+    c = doc["config"]
+    trained_on = doc.get("metadata", {}).get("env_id", "unknown")
+    if (c["obs_dim"], c["action_dim"]) != (obs_dim, act_dim):
+        raise ValueError(
+            f"policy {str(policy_dir)!r} (trained on {trained_on}) expects obs_dim={c['obs_dim']}, "
+            f"action_dim={c['action_dim']}; {env_id} has obs_dim={obs_dim}, action_dim={act_dim}")
+
+
+def summarize(results: list[EpisodeResult], seeds: list[int]) -> dict[str, Any]:
+    """Success rate with a Wilson 95% interval, returns, lengths, latency and mode coverage."""
+    n = len(results)
+    successes = sum(r.success for r in results)
+    lat_ms = np.array([x for r in results for x in r.latencies]) * 1e3
+    modes = [r.mode for r in results if r.success and r.mode is not None]
+    labels = sorted({r.mode for r in results if r.mode is not None})
+    coverage = {m: (modes.count(m) / len(modes) if modes else 0.0) for m in labels}
+    return {
+        "episodes": n,
+        "seeds": seeds,
+        "success_rate": successes / n,
+        "success_ci95": list(wilson_interval(successes, n)),
+        "return_mean": float(np.mean([r.episode_return for r in results])),
+        "return_std": float(np.std([r.episode_return for r in results])),
+        "length_mean": float(np.mean([r.length for r in results])),
+        "diverged": int(sum(r.diverged for r in results)),
+        "latency_ms_p50": float(np.percentile(lat_ms, 50)) if lat_ms.size else None,
+        "latency_ms_p99": float(np.percentile(lat_ms, 99)) if lat_ms.size else None,
+        "mode_coverage": coverage,
+    }
+
+
+def evaluate(config: EvalConfig, progress: bool = True) -> tuple[dict[str, Any], list[EpisodeResult]]:
+    """Run the evaluation; returns (summary, episode results sorted by index).
+
+    The video episode (index 0, when asked for) is rendered in this process after the others.
+    """
+    check_env_id(config.env)
+    policy_dir = resolve_policy_dir(config.run)
+    check_policy_fits_env(policy_dir, config.env)
+    seeds = [episode_seed(config.seed, i) for i in range(config.episodes)]
+    env_factory = functools.partial(make_env, config.env)
+    actor_factory = PolicyActorFactory(str(policy_dir), f"policy:{config.run}", config.threads)
+    results = sorted(
+        run_episodes(env_factory, actor_factory, list(enumerate(seeds)), workers=config.workers,
+                     ray_address=config.ray_address, desc=f"eval {Path(config.run).name}",
+                     progress=progress),
+        key=lambda r: r.index)
+    summary = summarize(results, seeds)
+    summary.update(env_id=config.env, policy_dir=str(policy_dir))
+    if config.video:
+        render_factory = functools.partial(make_env, config.env, render_mode="rgb_array")
+        worker = RolloutWorker(render_factory, actor_factory)
+        results[0].frames = worker.run_episode(0, seeds[0], render=True).frames
+        worker.close()
+    return summary, results

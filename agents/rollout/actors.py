@@ -1,0 +1,105 @@
+"""What acts in a rollout: a task expert or a saved policy, both behind one small protocol."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from envs import make_expert
+from policies import Policy, load_policy
+
+
+class Actor(Protocol):
+    """Chooses actions for one env, episode by episode."""
+
+    source: str
+
+    def reset(self, episode_index: int, seed: int) -> None:
+        """Start an episode."""
+        ...
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Return one action."""
+        ...
+
+    def pop_latencies(self) -> list[float]:
+        """Seconds spent in each network call since the last pop (empty for experts)."""
+        ...
+
+
+class ExpertActor:
+    """Wraps a task expert (scripted, MPC, ...)."""
+
+    def __init__(self, env_id: str, name: str, env: gym.Env) -> None:
+        self.expert = make_expert(env_id, name, env)
+        self.source = f"expert:{name}"
+
+    def reset(self, episode_index: int, seed: int) -> None:
+        """Reset the expert; ``episode_index`` balances multi-modal experts."""
+        self.expert.reset(episode_index, np.random.default_rng(seed))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The expert's action."""
+        return self.expert.act(obs)
+
+    def pop_latencies(self) -> list[float]:
+        """Experts are not timed."""
+        return []
+
+
+class PolicyActor:
+    """Runs a policy through ``select_action`` and times each chunk prediction."""
+
+    def __init__(self, policy: Policy, source: str = "policy") -> None:
+        self.policy = policy
+        self.source = source
+        self._latencies: list[float] = []
+
+    def reset(self, episode_index: int, seed: int) -> None:
+        """Clear the policy's queues and reseed its sampler with the episode seed."""
+        self.policy.reset(seed=seed)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """One action; the time of a call that runs the network is recorded."""
+        if self.policy.chunk_pending:
+            t0 = time.perf_counter()
+            action = self.policy.select_action(obs)
+            self._latencies.append(time.perf_counter() - t0)
+            return action
+        return self.policy.select_action(obs)
+
+    def pop_latencies(self) -> list[float]:
+        """Chunk latencies since the last pop, seconds."""
+        out, self._latencies = self._latencies, []
+        return out
+
+
+def expert_actor_factory(env_id: str, name: str):
+    """A picklable factory ``env -> ExpertActor``."""
+    return _ExpertFactory(env_id, name)
+
+
+class _ExpertFactory:
+    def __init__(self, env_id: str, name: str) -> None:
+        self.env_id, self.name = env_id, name
+
+    def __call__(self, env: gym.Env) -> ExpertActor:
+        return ExpertActor(self.env_id, self.name, env)
+
+
+class PolicyActorFactory:
+    """A picklable factory ``env -> PolicyActor`` that loads a saved policy in each worker."""
+
+    def __init__(self, policy_dir: str, source: str, threads: int = 1) -> None:
+        self.policy_dir, self.source, self.threads = policy_dir, source, threads
+
+    def __call__(self, env: gym.Env) -> PolicyActor:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        policy, _ = load_policy(self.policy_dir)
+        return PolicyActor(policy, self.source)
