@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agents.data.episode_store import EpisodeStore
 from agents.rollout.actors import expert_actor_factory
@@ -37,6 +38,8 @@ class CollectConfig:
     """Append to an existing store, skipping episodes already committed."""
     keep_failed: bool = False
     """Also store episodes the expert failed."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the task (e.g. ``start_spread``), recorded in the store."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -48,7 +51,7 @@ class CollectConfig:
 def collect(config: CollectConfig, progress: bool = True) -> dict:
     """Run the expert and commit its episodes to ``config.out``; returns a summary dict."""
     check_env_id(config.env)
-    env_factory = functools.partial(make_env, config.env)
+    env_factory = functools.partial(make_env, config.env, **config.env_kwargs)
     probe = env_factory()
     actor_factory = expert_actor_factory(config.env, config.expert)
     actor_factory(probe)  # fail fast on an unknown expert, before any file is touched

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class EvalConfig:
     """Render the first episode to a video."""
     threads: int = 1
     """torch threads per worker (policy latency is measured with this many)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the task (e.g. ``start_spread``)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -116,7 +118,7 @@ def evaluate(config: EvalConfig, progress: bool = True) -> tuple[dict[str, Any],
     policy_dir = resolve_policy_dir(config.run)
     check_policy_fits_env(policy_dir, config.env)
     seeds = [episode_seed(config.seed, i) for i in range(config.episodes)]
-    env_factory = functools.partial(make_env, config.env)
+    env_factory = functools.partial(make_env, config.env, **config.env_kwargs)
     actor_factory = PolicyActorFactory(str(policy_dir), f"policy:{config.run}", config.threads)
     results = sorted(
         run_episodes(env_factory, actor_factory, list(enumerate(seeds)), workers=config.workers,
@@ -126,7 +128,8 @@ def evaluate(config: EvalConfig, progress: bool = True) -> tuple[dict[str, Any],
     summary = summarize(results, seeds)
     summary.update(env_id=config.env, policy_dir=str(policy_dir))
     if config.video:
-        render_factory = functools.partial(make_env, config.env, render_mode="rgb_array")
+        render_factory = functools.partial(make_env, config.env, render_mode="rgb_array",
+                                           **config.env_kwargs)
         worker = RolloutWorker(render_factory, actor_factory)
         results[0].frames = worker.run_episode(0, seeds[0], render=True).frames
         worker.close()

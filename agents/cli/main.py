@@ -1,2 +1,146 @@
-def main():
-    pass
+"""The ``kinodiff`` command: a thin layer over the Python APIs in ``agents``, ``envs``, ``policies``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from agents.cli.dataclass_args import add_dataclass_args, build_config, parse_assignments
+
+# Bad input ends with one line and exit code 2; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError)
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    from envs import ENV_SPECS
+
+    for env_id, spec in sorted(ENV_SPECS.items()):
+        experts = ", ".join(spec.experts) or "-"
+        print(f"{env_id:32s} {spec.description} [experts: {experts}]")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from agents.collect import CollectConfig, collect
+
+    summary = collect(build_config(CollectConfig, args, env_kwargs=parse_assignments(args.env_kwargs)))
+    print(f"collected {summary['new_episodes']} episodes into {summary['out']} "
+          f"({summary['episodes']} episodes, {summary['steps']} steps in the store)")
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_train_bc(args: argparse.Namespace) -> int:
+    from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
+
+    train = build_config(BcTrainConfig, args, dest_prefix="train_")
+    run = BcRunConfig(data=args.data, policy=args.policy, out=args.out,
+                      policy_config=parse_assignments(args.set), train=train)
+    out = train_bc(run, resume=args.resume)
+    last = (out / "logs" / "metrics.jsonl").read_text().strip().splitlines()[-1]
+    print(f"trained {args.policy} into {out}; last log line: {last}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from agents.evaluate import EvalConfig, evaluate
+    from agents.report import write_report
+    from envs import make_env
+
+    config = build_config(EvalConfig, args, env_kwargs=parse_assignments(args.env_kwargs))
+    out = Path(args.out) if args.out else Path(config.run) / "eval"
+    summary, results = evaluate(config)
+    env = make_env(config.env)
+    name = Path(config.run).name or "policy"
+    files = write_report(out, {name: summary}, {name: results}, getattr(env.unwrapped, "layout", None),
+                         name if config.video else None, env.metadata.get("render_fps", 20),
+                         extra={"env_id": config.env})
+    lo, hi = summary["success_ci95"]
+    print(f"{name} on {config.env}: success {summary['success_rate']:.2f} "
+          f"(95% CI {lo:.2f}-{hi:.2f}) over {summary['episodes']} episodes; report {files['md']}")
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from agents.quickstart import QuickstartConfig, quickstart
+
+    report = quickstart(build_config(QuickstartConfig, args))
+    print(report.read_text())
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks import run_benchmark
+
+    path = run_benchmark(args.name, Path(args.json), quick=args.quick)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``kinodiff`` argument parser."""
+    from agents.collect import CollectConfig
+    from agents.evaluate import EvalConfig
+    from agents.quickstart import QuickstartConfig
+    from agents.train.bc import BcTrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="kinodiff", description="Diffusion policies, trainers and planners for MuJoCo robots.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("envs", help="list registered tasks")
+    p.set_defaults(func=_cmd_envs)
+
+    p = sub.add_parser("collect", help="collect expert demonstrations into a zarr episode store")
+    add_dataclass_args(p, CollectConfig)
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="task keyword arguments")
+    p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("train", help="train a policy")
+    train_sub = p.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
+    bc = train_sub.add_parser("bc", help="behaviour cloning of any registered policy")
+    bc.add_argument("--data", required=True, help="episode store to learn from")
+    bc.add_argument("--policy", default="diffusion", help="registered policy name (default: diffusion)")
+    bc.add_argument("--out", required=True, help="run folder")
+    bc.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    bc.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                    help="policy config fields, e.g. denoiser=unet num_inference_steps=16")
+    add_dataclass_args(bc, BcTrainConfig, dest_prefix="train_")
+    bc.set_defaults(func=_cmd_train_bc)
+
+    p = sub.add_parser("eval", help="evaluate a trained policy and write a report")
+    add_dataclass_args(p, EvalConfig)
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="task keyword arguments")
+    p.add_argument("--out", default=None, help="report folder (default: RUN/eval)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("quickstart", help="the main job end to end on local defaults")
+    add_dataclass_args(p, QuickstartConfig)
+    p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("bench", help="run a benchmark of benchmarks/ and write its JSON")
+    p.add_argument("name", help="benchmark name")
+    p.add_argument("--json", required=True, help="output JSON file")
+    p.add_argument("--quick", action="store_true", help="a smaller budget (smoke runs)")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kinodiff`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"kinodiff: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kinodiff: interrupted; committed work is kept (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
