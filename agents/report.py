@@ -22,8 +22,9 @@ def plot_success(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     """Bar chart of success rates with their Wilson 95% intervals."""
     names = list(summaries)
     rates = [summaries[n]["success_rate"] for n in names]
-    lo = [r - summaries[n]["success_ci95"][0] for n, r in zip(names, rates)]
-    hi = [summaries[n]["success_ci95"][1] - r for n, r in zip(names, rates)]
+    # max(0, .) absorbs rounding where the interval touches the estimate (p = 0 or 1).
+    lo = [max(0.0, r - summaries[n]["success_ci95"][0]) for n, r in zip(names, rates, strict=True)]
+    hi = [max(0.0, summaries[n]["success_ci95"][1] - r) for n, r in zip(names, rates, strict=True)]
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.bar(names, rates, yerr=[lo, hi], capsize=6, color=COLORS[: len(names)])
     ax.set_ylim(0, 1.05)
@@ -37,7 +38,7 @@ def plot_success(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
 def plot_paths(episodes: dict[str, list[EpisodeResult]], layout: Any, path: Path) -> Path:
     """Executed xy paths of each policy over the scene (obstacle box and goal, when known)."""
     fig, axes = plt.subplots(1, len(episodes), figsize=(3.2 * len(episodes), 3.8), squeeze=False)
-    for ax, (name, results), color in zip(axes[0], episodes.items(), COLORS):
+    for ax, (name, results), color in zip(axes[0], episodes.items(), COLORS, strict=False):
         if layout is not None and hasattr(layout, "obstacle_center"):
             c, h = layout.obstacle_center, layout.obstacle_half
             ax.add_patch(Rectangle((c[0] - h[0], c[1] - h[1]), 2 * h[0], 2 * h[1], color="0.5"))

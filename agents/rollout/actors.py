@@ -97,6 +97,7 @@ class PolicyActorFactory:
         self.policy_dir, self.source, self.threads = policy_dir, source, threads
 
     def __call__(self, env: gym.Env) -> PolicyActor:
+        """Load the policy (with ``threads`` torch threads) for this worker."""
         import torch
 
         if self.threads:

@@ -79,7 +79,7 @@ class UNet1DDenoiser(nn.Module):
         self.time_emb = nn.Sequential(SinusoidalEmbedding(time_dim), nn.Linear(time_dim, 4 * time_dim),
                                       nn.Mish(), nn.Linear(4 * time_dim, time_dim))
         c = time_dim + cond_dim
-        levels = list(zip((action_dim, *dims[:-1]), dims))
+        levels = list(zip((action_dim, *dims[:-1]), dims, strict=False))
         self.down = nn.ModuleList()
         for i, (cin, cout) in enumerate(levels):
             last = i == len(levels) - 1

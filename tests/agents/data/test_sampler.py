@@ -24,7 +24,7 @@ def test_split_is_seeded_disjoint_and_complete():
     a = split_episodes(20, 0.2, seed=1)
     b = split_episodes(20, 0.2, seed=1)
     c = split_episodes(20, 0.2, seed=2)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=False))
     assert not np.array_equal(a[1], c[1])
     assert len(a[1]) == 4 and sorted(np.concatenate(a).tolist()) == list(range(20))
     assert len(split_episodes(1, 0.5, 0)[0]) == 1
