@@ -61,6 +61,7 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         self.render_mode = render_mode
         self._width, self._height, self._camera = width, height, camera
         self._renderer: mujoco.Renderer | None = None
+        self._clipped = 0
         low, high = self.model.actuator_ctrlrange.T.astype(np.float32)
         self.action_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
         self.observation_space = observation_space
@@ -97,12 +98,14 @@ class MujocoTaskEnv(gym.Env, EzPickle):
             # The state is meaningless now: end the episode with a flag, never auto-reset.
             terms = {name: 0.0 for name in self._reward_terms(action)}
             info = {f"reward_{k}": v for k, v in terms.items()}
-            info.update(is_success=False, diverged=True, **self._task_info())
+            info.update(is_success=False, diverged=True, action_clipped=self._clipped,
+                        **self._task_info())
             return np.nan_to_num(obs), 0.0, True, False, info
         terms = self._reward_terms(action)
         success = bool(self._is_success())
         info = {f"reward_{k}": float(v) for k, v in terms.items()}
-        info.update(is_success=success, diverged=False, **self._task_info())
+        info.update(is_success=success, diverged=False, action_clipped=self._clipped,
+                    **self._task_info())
         reward = float(sum(info[f"reward_{k}"] for k in terms))
         return obs, reward, success, False, info
 
@@ -130,8 +133,11 @@ class MujocoTaskEnv(gym.Env, EzPickle):
             )
         if not np.isfinite(arr).all():
             raise ValueError(f"action {arr.tolist()} has non-finite values; expected finite numbers")
-        # Out-of-range commands are clipped to the actuator range, as MuJoCo would do.
-        return np.clip(arr, self.action_space.low, self.action_space.high)
+        # Out-of-range commands are clipped to the actuator range, as MuJoCo would do, but counted
+        # in info["action_clipped"] so the clipping is never silent.
+        clipped = np.clip(arr, self.action_space.low, self.action_space.high)
+        self._clipped = int(np.count_nonzero(clipped != arr))
+        return clipped
 
     # -- task hooks ------------------------------------------------------------------------
     def _reset_task(self, options: dict) -> None:

@@ -22,7 +22,7 @@ class EnvSpec:
     max_episode_steps: int
     """Time limit applied by ``gymnasium.make``."""
     experts: dict[str, str] = field(default_factory=dict)
-    """Expert name -> ``module:Class``; the class takes the unwrapped env's ``layout``."""
+    """Expert name -> ``module:Class``; the class is built from the unwrapped env."""
 
 
 ENV_SPECS: dict[str, EnvSpec] = {}
@@ -89,4 +89,4 @@ def make_expert(env_id: str, name: str, env: gym.Env):
         raise ValueError(
             f"unknown expert {name!r} for {env_id}; expected one of {sorted(experts)}"
         )
-    return _load(experts[name])(env.unwrapped.layout)
+    return _load(experts[name])(env.unwrapped)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.point_obstacle_v0 import PointObstacleLayout
+from envs.point_obstacle_v0 import PointObstacleEnv, PointObstacleLayout
 
 SIDES = ("left", "right")
 
@@ -23,7 +23,7 @@ class PointObstacleExpert:
     """Scripted two-modal expert.
 
     Args:
-        layout: The scene geometry of the env.
+        env: The unwrapped env (its ``layout`` gives the scene geometry).
         damping: Joint damping over motor gear, for the velocity feed-forward.
         speed: Cruise speed, m/s.
         branch_distance: How far before the box face (in y) the branch starts, metres.
@@ -34,13 +34,13 @@ class PointObstacleExpert:
 
     def __init__(
         self,
-        layout: PointObstacleLayout,
+        env: PointObstacleEnv,
         damping: float = 1.0,
         speed: float = 0.5,
         branch_distance: float = 0.25,
         clearance: float = 0.12,
     ) -> None:
-        self.layout = layout
+        self.layout: PointObstacleLayout = env.layout
         self.damping = damping
         self.speed = speed
         self.branch_distance = branch_distance

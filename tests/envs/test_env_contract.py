@@ -99,6 +99,20 @@ def test_bad_actions_are_rejected_before_mujoco(env_id, bad):
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
+def test_out_of_range_actions_are_clipped_and_counted(env_id):
+    env = make_env(env_id)
+    env.reset(seed=0)
+    high = env.action_space.high
+    *_, info = env.step(np.zeros(env.action_space.shape))
+    assert info["action_clipped"] == 0
+    over = high + 10.0
+    over[0] = 0.0
+    *_, info = env.step(over)
+    assert info["action_clipped"] == over.size - 1
+    assert np.allclose(env.unwrapped.data.ctrl[1:], high[1:])
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
 def test_every_expert_solves_its_task(env_id):
     env = make_env(env_id)
     for name in ENV_SPECS[env_id].experts:

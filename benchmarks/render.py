@@ -1,0 +1,48 @@
+"""Render BENCHMARKS.md from benchmark JSON files: ``python -m benchmarks.render FILE... > BENCHMARKS.md``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+COMMANDS = {"quickstart": "kinodiff bench quickstart --json benchmarks/results/quickstart.json"}
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def render(paths: list[Path]) -> str:
+    """Markdown for the given benchmark JSON files."""
+    out = ["# Benchmarks", "",
+           "Rendered by `python -m benchmarks.render benchmarks/results/*.json > BENCHMARKS.md` from "
+           "the JSON that `kinodiff bench NAME --json OUT` writes. Peers run in the same process, so "
+           "ratios compare like with like on this shared, noisy machine.", ""]
+    for path in paths:
+        doc = json.loads(path.read_text())
+        m = doc["machine"]
+        out += [f"## {doc['benchmark']}", "",
+                f"Command: `{COMMANDS.get(doc['benchmark'], 'kinodiff bench ' + doc['benchmark'])}`", "",
+                f"Machine: {m['cpu']}, {m['cores']} cores, torch threads {m['threads']}, "
+                f"torch {m['versions'].get('torch')}, mujoco {m['versions'].get('mujoco')}.", "",
+                "| metric | value | unit | config | peer | ratio to peer |", "|---|---|---|---|---|---|"]
+        for r in doc["results"]:
+            peer = r.get("peer")
+            peer_txt = f"{peer['name']} {_value(peer['value'])}" if peer else ""
+            ratio = r.get("ratio_to_peer")
+            cfg = ", ".join(f"{k}={v}" for k, v in r.get("config", {}).items())
+            out.append(f"| {r['metric']} | {_value(r['value'])} | {r['unit']} | {cfg} | {peer_txt} | "
+                       f"{_value(ratio) if ratio is not None else ''} |")
+        out += ["", "| bar | value | threshold | met |", "|---|---|---|---|"]
+        for b in doc["bars"]:
+            out.append(f"| {b['bar']} | {_value(b['value'])} | {b['threshold']} | "
+                       f"{'yes' if b['met'] else 'NO'} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render([Path(p) for p in sys.argv[1:]]))

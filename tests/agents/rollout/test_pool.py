@@ -1,0 +1,49 @@
+import functools
+
+import numpy as np
+import pytest
+
+from agents.rollout.actors import expert_actor_factory
+from agents.rollout.pool import run_episodes
+from agents.utils import episode_seed
+from envs import make_env
+
+ENV = "kinodiff/PointObstacle-v0"
+
+
+def _jobs(n):
+    return [(i, episode_seed(0, i)) for i in range(n)]
+
+
+def _run(workers, n=4):
+    results = run_episodes(functools.partial(make_env, ENV), expert_actor_factory(ENV, "scripted"),
+                           _jobs(n), workers=workers, progress=False)
+    return {r.index: r for r in results}
+
+
+def test_in_process_rollouts_are_reproducible_and_alternate_modes():
+    a, b = _run(0), _run(0)
+    assert sorted(a) == [0, 1, 2, 3]
+    for i in a:
+        assert np.array_equal(a[i].steps["obs"], b[i].steps["obs"])
+        assert a[i].seed == episode_seed(0, i) and a[i].success
+    assert [a[i].mode for i in range(4)] == ["left", "right", "left", "right"]
+
+
+@pytest.mark.slow
+def test_ray_workers_give_the_same_episodes_as_in_process():
+    import ray
+
+    try:
+        local, remote = _run(0), _run(2)
+    finally:
+        ray.shutdown()
+    assert sorted(remote) == sorted(local)
+    for i in local:
+        assert np.array_equal(local[i].steps["action"], remote[i].steps["action"])
+
+
+def test_negative_worker_count_is_named():
+    with pytest.raises(ValueError, match="workers=-1"):
+        list(run_episodes(functools.partial(make_env, ENV), expert_actor_factory(ENV, "scripted"),
+                          _jobs(1), workers=-1, progress=False))
