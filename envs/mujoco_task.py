@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -11,17 +12,11 @@ from gymnasium.utils import EzPickle
 
 from sim_assets import asset_path
 
-# Warnings MuJoCo raises when the state blows up; it then silently resets the state, which would
-# hide the failure from the learner. We end the episode instead.
-_DIVERGENCE_WARNINGS = tuple(
-    int(w)
-    for w in (
-        mujoco.mjtWarning.mjWARN_BADQPOS,
-        mujoco.mjtWarning.mjWARN_BADQVEL,
-        mujoco.mjtWarning.mjWARN_BADQACC,
-        mujoco.mjtWarning.mjWARN_BADCTRL,
-    )
-)
+# Warnings MuJoCo raises when the state blows up (BADQPOS, BADQVEL, BADQACC, BADCTRL: contiguous
+# in mjtWarning); it then silently resets the state, which would hide the failure from the learner.
+# We end the episode instead.
+_DIVERGENCE = slice(int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWarning.mjWARN_BADCTRL) + 1)
+assert _DIVERGENCE.stop - _DIVERGENCE.start == 4, "mjtWarning order changed"
 
 
 class MujocoTaskEnv(gym.Env, EzPickle):
@@ -62,8 +57,11 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         self._width, self._height, self._camera = width, height, camera
         self._renderer: mujoco.Renderer | None = None
         self._clipped = 0
+        # A live view of MuJoCo's warning counters: reading it costs no binding calls per step.
+        self._warnings = self.data.warning.number
         low, high = self.model.actuator_ctrlrange.T.astype(np.float32)
         self.action_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
+        self._low, self._high = low.astype(np.float64), high.astype(np.float64)
         self.observation_space = observation_space
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.dt)}
 
@@ -84,29 +82,28 @@ class MujocoTaskEnv(gym.Env, EzPickle):
 
     def step(self, action):
         """Apply one validated action for ``frame_skip`` physics steps."""
-        action = self._validate_action(action)
-        self.data.ctrl[:] = action
-        before = [self.data.warning[w].number for w in _DIVERGENCE_WARNINGS]
+        self.data.ctrl[:] = self._validate_action(action)
+        before = int(self._warnings[_DIVERGENCE].sum())
         self._before_physics()
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
-        after = [self.data.warning[w].number for w in _DIVERGENCE_WARNINGS]
-        diverged = after != before or not (
-            np.isfinite(self.data.qpos).all() and np.isfinite(self.data.qvel).all()
-        )
         obs = self._observation()
-        if diverged:
+        if int(self._warnings[_DIVERGENCE].sum()) != before:
             # The state is meaningless now: end the episode with a flag, never auto-reset.
-            terms = {name: 0.0 for name in self._reward_terms(action)}
-            info = {f"reward_{k}": v for k, v in terms.items()}
+            info = {f"reward_{k}": 0.0 for k in self._reward_terms(self.data.ctrl)}
             info.update(is_success=False, diverged=True, action_clipped=self._clipped,
                         **self._task_info())
             return np.nan_to_num(obs), 0.0, True, False, info
-        terms = self._reward_terms(action)
-        success = bool(self._is_success())
-        info = {f"reward_{k}": float(v) for k, v in terms.items()}
-        info.update(is_success=success, diverged=False, action_clipped=self._clipped,
-                    **self._task_info())
-        reward = float(sum(info[f"reward_{k}"] for k in terms))
+        terms = self._reward_terms(self.data.ctrl)
+        success = self._is_success()
+        info = {}
+        reward = 0.0
+        for key, value in terms.items():
+            info["reward_" + key] = value
+            reward += value
+        info["is_success"] = success
+        info["diverged"] = False
+        info["action_clipped"] = self._clipped
+        info.update(self._task_info())
         return obs, reward, success, False, info
 
     def render(self):
@@ -128,14 +125,13 @@ class MujocoTaskEnv(gym.Env, EzPickle):
     def _validate_action(self, action) -> np.ndarray:
         arr = np.asarray(action, dtype=np.float64)
         if arr.shape != self.action_space.shape:
-            raise ValueError(
-                f"action has shape {arr.shape}; expected {self.action_space.shape}"
-            )
-        if not np.isfinite(arr).all():
+            raise ValueError(f"action has shape {arr.shape}; expected {self.action_space.shape}")
+        # One reduction for the common case; the exact check only when the sum is not finite.
+        if not math.isfinite(arr.sum()) and not np.isfinite(arr).all():
             raise ValueError(f"action {arr.tolist()} has non-finite values; expected finite numbers")
         # Out-of-range commands are clipped to the actuator range, as MuJoCo would do, but counted
         # in info["action_clipped"] so the clipping is never silent.
-        clipped = np.clip(arr, self.action_space.low, self.action_space.high)
+        clipped = np.clip(arr, self._low, self._high)
         self._clipped = int(np.count_nonzero(clipped != arr))
         return clipped
 

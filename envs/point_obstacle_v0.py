@@ -9,6 +9,7 @@ and sticks there.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,9 @@ class PointObstacleEnv(MujocoTaskEnv):
             robot_radius=float(m.geom("robot").size[0]),
             start_y=-0.8,
         )
+        # Plain floats for the per-step math (cheaper than numpy on 2-vectors).
+        self._goal_x, self._goal_y = (float(v) for v in self.layout.goal)
+        self._obstacle_x, self._obstacle_y = (float(v) for v in self.layout.obstacle_center)
         self._obs = np.zeros(4, dtype=np.float32)
         self._prev_dist = 0.0
         self._mode: str | None = None
@@ -85,7 +89,7 @@ class PointObstacleEnv(MujocoTaskEnv):
         self.data.qpos[:] = (x0, self.layout.start_y)
         self.data.qvel[:] = 0.0
         self._mode = None
-        self._prev_dist = float(np.linalg.norm(self.layout.goal - self.data.qpos[:2]))
+        self._prev_dist = math.hypot(self._goal_x - x0, self._goal_y - self.layout.start_y)
 
     def _observation(self) -> np.ndarray:
         self._obs[:2] = self.data.qpos
@@ -93,19 +97,20 @@ class PointObstacleEnv(MujocoTaskEnv):
         return self._obs.copy()
 
     def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
-        pos = self.data.qpos[:2]
-        dist = float(np.linalg.norm(self.layout.goal - pos))
+        x, y = self.data.qpos
+        dist = math.hypot(self._goal_x - x, self._goal_y - y)
         progress, self._prev_dist = self._prev_dist - dist, dist
-        if self._mode is None and pos[1] >= self.layout.obstacle_center[1]:
-            self._mode = "left" if pos[0] < self.layout.obstacle_center[0] else "right"
+        if self._mode is None and y >= self._obstacle_y:
+            self._mode = "left" if x < self._obstacle_x else "right"
+        a0, a1 = action
         return {
             "progress": progress,
             "success": 10.0 if dist <= self.goal_radius else 0.0,
-            "control": -0.01 * float(np.dot(action, action)),
+            "control": -0.01 * (a0 * a0 + a1 * a1),
         }
 
     def _is_success(self) -> bool:
-        return bool(np.linalg.norm(self.layout.goal - self.data.qpos[:2]) <= self.goal_radius)
+        return self._prev_dist <= self.goal_radius
 
     def _task_info(self) -> dict[str, Any]:
         return {"mode": self._mode, "position": self.data.qpos[:2].copy()}

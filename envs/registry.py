@@ -43,6 +43,17 @@ _add(
 )
 
 
+_add(
+    EnvSpec(
+        id="kinodiff/TinyReach-v0",
+        entry_point="envs.tiny_reach_v0:TinyReachEnv",
+        description="1-D point mass reaches a goal on a rail; tiny and deterministic, for fast tests.",
+        max_episode_steps=50,
+        experts={"scripted": "envs.experts.tiny_reach:TinyReachExpert"},
+    )
+)
+
+
 def register_envs() -> None:
     """Register every kinodiff task with Gymnasium (idempotent)."""
     for spec in ENV_SPECS.values():
