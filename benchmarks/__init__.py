@@ -14,7 +14,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = {"quickstart": "benchmarks.quickstart"}
+BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env_step"}
 
 
 def machine() -> dict[str, Any]:

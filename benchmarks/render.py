@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-COMMANDS = {"quickstart": "kinodiff bench quickstart --json benchmarks/results/quickstart.json"}
+COMMANDS = {"quickstart": "kinodiff bench quickstart --json benchmarks/results/quickstart.json",
+            "env-step": "kinodiff bench env-step --json benchmarks/results/env-step.json"}
 
 
 def _value(v) -> str:

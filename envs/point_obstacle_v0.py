@@ -80,7 +80,6 @@ class PointObstacleEnv(MujocoTaskEnv):
         # Plain floats for the per-step math (cheaper than numpy on 2-vectors).
         self._goal_x, self._goal_y = (float(v) for v in self.layout.goal)
         self._obstacle_x, self._obstacle_y = (float(v) for v in self.layout.obstacle_center)
-        self._obs = np.zeros(4, dtype=np.float32)
         self._prev_dist = 0.0
         self._mode: str | None = None
 
@@ -92,17 +91,18 @@ class PointObstacleEnv(MujocoTaskEnv):
         self._prev_dist = math.hypot(self._goal_x - x0, self._goal_y - self.layout.start_y)
 
     def _observation(self) -> np.ndarray:
-        self._obs[:2] = self.data.qpos
-        self._obs[2:] = self.data.qvel
-        return self._obs.copy()
+        obs = np.empty(4, dtype=np.float32)
+        obs[:2] = self._qpos
+        obs[2:] = self._qvel
+        return obs
 
     def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
-        x, y = self.data.qpos
+        x, y = self._qpos.tolist()
         dist = math.hypot(self._goal_x - x, self._goal_y - y)
         progress, self._prev_dist = self._prev_dist - dist, dist
         if self._mode is None and y >= self._obstacle_y:
             self._mode = "left" if x < self._obstacle_x else "right"
-        a0, a1 = action
+        a0, a1 = action.tolist()
         return {
             "progress": progress,
             "success": 10.0 if dist <= self.goal_radius else 0.0,
@@ -113,4 +113,4 @@ class PointObstacleEnv(MujocoTaskEnv):
         return self._prev_dist <= self.goal_radius
 
     def _task_info(self) -> dict[str, Any]:
-        return {"mode": self._mode, "position": self.data.qpos[:2].copy()}
+        return {"mode": self._mode, "position": self._qpos[:2].copy()}

@@ -23,9 +23,9 @@ class TinyReachEnv(MujocoTaskEnv):
         EzPickle.__init__(self, render_mode)
         space = gym.spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
         super().__init__("tiny_reach.xml", 2, space, render_mode, 160, 160)
-        self._obs = np.zeros(3, dtype=np.float32)
         self.goal = 0.0
         self._prev_dist = 0.0
+        self._success = False
 
     def _reset_task(self, options: dict) -> None:
         # At least 0.1 from the start, so no episode begins solved.
@@ -33,20 +33,20 @@ class TinyReachEnv(MujocoTaskEnv):
         self.goal = side * float(self.np_random.uniform(0.1, 0.5))
         self.model.site("goal").pos[0] = self.goal
         self._prev_dist = abs(self.goal)
+        self._success = False
 
     def _observation(self) -> np.ndarray:
-        self._obs[0] = self.data.qpos[0]
-        self._obs[1] = self.data.qvel[0]
-        self._obs[2] = self.goal
-        return self._obs.copy()
+        return np.array((self._qpos[0], self._qvel[0], self.goal), dtype=np.float32)
 
     def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
-        dist = abs(self.goal - float(self.data.qpos[0]))
+        (x,), (v,) = self._qpos.tolist(), self._qvel.tolist()
+        dist = abs(self.goal - x)
         progress, self._prev_dist = self._prev_dist - dist, dist
-        return {"progress": progress, "success": 1.0 if self._is_success() else 0.0}
+        self._success = dist < 0.03 and abs(v) < 0.1
+        return {"progress": progress, "success": 1.0 if self._success else 0.0}
 
     def _is_success(self) -> bool:
-        return self._prev_dist < 0.03 and abs(float(self.data.qvel[0])) < 0.1
+        return self._success
 
     def _task_info(self) -> dict[str, Any]:
         return {"distance": self._prev_dist}

@@ -14,13 +14,20 @@ from envs import ENV_SPECS, make_env
 ENV_IDS = sorted(ENV_SPECS)
 
 
+def _flat(obs):
+    """A Box observation, or a Dict observation's entries in key order, as one float vector."""
+    if isinstance(obs, dict):
+        return np.concatenate([np.asarray(obs[k], np.float64).ravel() for k in sorted(obs)])
+    return np.asarray(obs, np.float64).ravel()
+
+
 def _rollout(env, seed, n=30):
     obs, _ = env.reset(seed=seed)
     rng = np.random.default_rng(seed)
-    out = [obs]
+    out = [_flat(obs)]
     for _ in range(n):
         obs, reward, term, trunc, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
-        out.append(obs)
+        out.append(_flat(obs))
         if term or trunc:
             break
     return np.array(out)
@@ -64,7 +71,7 @@ def test_observation_in_space_reward_is_sum_of_terms_success_reported(env_id):
     rng = np.random.default_rng(0)
     for _ in range(50):
         obs, reward, term, trunc, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
-        assert env.observation_space.contains(obs) and np.isfinite(obs).all()
+        assert env.observation_space.contains(obs) and np.isfinite(_flat(obs)).all()
         terms = [v for k, v in info.items() if k.startswith("reward_")]
         assert terms and reward == sum(terms)
         assert isinstance(info["is_success"], bool)
@@ -79,7 +86,7 @@ def test_divergence_ends_episode_with_flag(env_id):
     env.unwrapped.data.qvel[:] = np.nan  # MuJoCo would silently reset this state
     obs, reward, term, trunc, info = env.step(env.action_space.sample())
     assert term and info["diverged"] and not info["is_success"]
-    assert np.isfinite(obs).all() and reward == 0.0
+    assert np.isfinite(_flat(obs)).all() and reward == 0.0
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
