@@ -23,7 +23,7 @@ class CollectConfig:
     env: str = "kinodiff/PointObstacle-v0"
     """Task id."""
     expert: str = "scripted"
-    """Expert name (the task's own experts)."""
+    """Expert: one of the task's own (e.g. ``scripted``) or ``sb3:[ALGO:]PATH`` (a trained SB3 model)."""
     episodes: int = 100
     """Episodes to collect (even numbers balance two-modal experts exactly)."""
     out: str = "data.zarr"

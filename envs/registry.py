@@ -54,6 +54,18 @@ _add(
 )
 
 
+_add(
+    EnvSpec(
+        id="kinodiff/Maze-v0",
+        entry_point="envs.maze_v0:MazeEnv",
+        description="Point robot crosses a D4RL-style walled maze to a far goal (layout u|medium|large).",
+        # 30 s at 20 Hz: the scripted expert's longest episode on the large layout is ~230 steps.
+        max_episode_steps=600,
+        experts={"scripted": "envs.experts.maze:MazeExpert"},
+    )
+)
+
+
 def register_envs() -> None:
     """Register every kinodiff task with Gymnasium (idempotent)."""
     for spec in ENV_SPECS.values():

@@ -77,9 +77,61 @@ class PolicyActor:
         return out
 
 
+class Sb3ExpertActor:
+    """A trained stable-baselines3 model acting deterministically (``--expert sb3:PATH``).
+
+    Note: SB3's zip format stores some entries with cloudpickle, so only load models you trust.
+    """
+
+    ALGOS = ("PPO", "SAC", "TD3", "A2C", "DDPG")
+
+    def __init__(self, path: str) -> None:
+        import json
+        import zipfile
+        from pathlib import Path
+
+        import stable_baselines3
+
+        algo, _, file = path.rpartition(":") if path.count(":") else ("", "", path)
+        if not Path(file).is_file() and Path(file + ".zip").is_file():
+            file += ".zip"
+        if not Path(file).is_file():
+            raise FileNotFoundError(f"SB3 model {file!r} not found; expected a .zip saved by SB3")
+        if not algo:
+            # The policy class's module names the algorithm; actor-critic policies are PPO's.
+            module = json.loads(zipfile.ZipFile(file).read("data"))["policy_class"]["__module__"]
+            algo = module.split(".")[1] if ".common." not in module else "ppo"
+        if algo.upper() not in self.ALGOS:
+            raise ValueError(f"SB3 algorithm {algo!r} is not supported; expected one of {self.ALGOS}")
+        self.model = getattr(stable_baselines3, algo.upper()).load(file, device="cpu")
+        self.source = f"sb3:{Path(file).name}"
+
+    def reset(self, episode_index: int, seed: int) -> None:
+        """Deterministic models keep no episode state."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The model's deterministic action."""
+        action, _ = self.model.predict(obs, deterministic=True)
+        return action
+
+    def pop_latencies(self) -> list[float]:
+        """Experts are not timed."""
+        return []
+
+
 def expert_actor_factory(env_id: str, name: str):
-    """A picklable factory ``env -> ExpertActor``."""
+    """A picklable factory ``env -> Actor`` for a task expert or ``sb3:[ALGO:]PATH``."""
+    if name.startswith("sb3:"):
+        return _Sb3Factory(name[4:])
     return _ExpertFactory(env_id, name)
+
+
+class _Sb3Factory:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, env: gym.Env) -> Sb3ExpertActor:
+        return Sb3ExpertActor(self.path)
 
 
 class _ExpertFactory:

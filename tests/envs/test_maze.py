@@ -1,0 +1,129 @@
+import dataclasses
+import pickle
+
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.maze_layouts import GRIDS, WALL, MazeLayout, make_layout, wall_boxes
+from sim_assets import asset_path
+
+ENV_ID = "kinodiff/Maze-v0"
+LAYOUTS = sorted(GRIDS)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_each_layout_builds_and_observes_the_goal(layout):
+    env = envs.make_env(ENV_ID, layout=layout)
+    obs, info = env.reset(seed=0)
+    lay = env.unwrapped.layout
+    assert lay.name == layout and lay.grid == GRIDS[layout]
+    assert obs.shape == (6,) and obs.dtype == np.float32 and env.action_space.shape == (2,)
+    assert np.allclose(obs[4:], lay.goal) and np.allclose(info["position"], obs[:2], atol=1e-6)
+    assert lay.grid[lay.goal_cell[0]][lay.goal_cell[1]] == "G"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_passes_the_checker_and_pickles(layout):
+    # The contract suite runs the default layout only; the others get the same basic checks here.
+    env = envs.make_env(ENV_ID, layout=layout)
+    check_env(env.unwrapped, skip_render_check=True)
+    clone = pickle.loads(pickle.dumps(env))  # EzPickle rebuilds from the constructor arguments
+    assert clone.unwrapped.layout == env.unwrapped.layout
+    assert np.array_equal(env.reset(seed=4)[0], clone.reset(seed=4)[0])
+    actions = np.random.default_rng(0).uniform(-1, 1, (20, 2))
+    a = [env.step(u)[0] for u in actions]
+    b = [clone.step(u)[0] for u in actions]
+    assert np.array_equal(a, b)
+
+
+def test_layout_shapes_and_goals_follow_d4rl():
+    assert [make_layout(n).shape for n in ("u", "medium", "large")] == [(5, 5), (8, 8), (9, 12)]
+    assert [make_layout(n).goal_cell for n in ("u", "medium", "large")] == [(1, 1), (6, 6), (7, 9)]
+    # U-maze: the far end of the U, (3, 1), is 6 moves from the goal (1, 1): right 2, up 2, left 2.
+    assert make_layout("u").distance_to_goal[(3, 1)] == 6
+    # Centres: cell (0, 0) of the 5x5 grid with 0.5 m cells is the top-left, at (-1.0, 1.0).
+    assert np.allclose(make_layout("u").cell_center((0, 0)), [-1.0, 1.0])
+
+
+def test_layout_is_frozen_plain_data():
+    lay = make_layout("medium")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lay.cell_size = 1.0
+    assert not lay.goal.flags.writeable and not lay.free.flags.writeable
+    assert lay.goal_cell not in lay.start_cells
+    assert len(lay.start_cells) == int(lay.free.sum()) - 1
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_start_is_a_free_non_goal_cell_with_small_jitter(layout):
+    env = envs.make_env(ENV_ID, layout=layout)
+    lay = env.unwrapped.layout
+    cells = set()
+    for seed in range(150):
+        obs, _ = env.reset(seed=seed)
+        cell = lay.cell_of(obs[:2])
+        assert lay.free[cell] and cell != lay.goal_cell and cell in lay.start_cells
+        offset = np.abs(obs[:2] - lay.cell_center(cell))
+        assert np.all(offset <= 0.1 * lay.cell_size + 1e-6) and np.all(obs[2:4] == 0)
+        cells.add(cell)
+    assert len(cells) >= min(len(lay.start_cells), 20)  # uniform draws cover the free cells
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_shipped_mjcf_walls_match_the_grid(layout):
+    lay = make_layout(layout)
+    model = mujoco.MjModel.from_xml_path(str(asset_path(f"maze_{layout}.xml")))
+    walls, others = [], []
+    for g in range(model.ngeom):
+        geom = model.geom(g)
+        if geom.name.startswith("wall_"):
+            assert int(geom.type[0]) == int(mujoco.mjtGeom.mjGEOM_BOX)
+            walls.append((*geom.pos[:2], *geom.size[:2]))
+        elif model.geom_contype[g] or model.geom_conaffinity[g]:
+            others.append(geom.name)
+    assert others == ["robot"]  # nothing else collides: no wall outside the grid
+    assert np.allclose(sorted(walls), sorted(wall_boxes(lay)), atol=1e-6)
+    assert np.isclose(model.geom("robot").size[0], lay.robot_radius)
+    assert np.allclose(model.site("goal").pos[:2], lay.goal)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_wall_boxes_cover_exactly_the_wall_cells(layout):
+    lay = make_layout(layout)
+    rows, cols = lay.shape
+    covered = np.zeros((rows, cols), dtype=int)
+    for cx, cy, hx, hy in wall_boxes(lay):
+        for r in range(rows):
+            for c in range(cols):
+                x, y = lay.cell_center((r, c))
+                covered[r, c] += abs(x - cx) < hx and abs(y - cy) < hy
+    expected = np.array([[ch == WALL for ch in row] for row in lay.grid], dtype=int)
+    assert np.array_equal(covered, expected)  # every wall cell once, no free cell
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_expert_solves_each_layout(layout):
+    env = envs.make_env(ENV_ID, layout=layout)
+    expert = envs.make_expert(ENV_ID, "scripted", env)
+    assert expert.mode is None
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        expert.reset(seed, np.random.default_rng(seed))
+        done = False
+        while not done:
+            obs, reward, term, trunc, info = env.step(expert.act(obs))
+            done = term or trunc
+        assert term and info["is_success"] and info["reward_success"] == 10.0, (layout, seed)
+        assert np.hypot(*(info["position"] - env.unwrapped.layout.goal)) <= 0.1 * 0.5
+
+
+def test_bad_layout_names_the_valid_ones():
+    with pytest.raises(ValueError, match="layout 'huge'.*large"):
+        envs.make_env(ENV_ID, layout="huge")
+    with pytest.raises(ValueError, match="exactly one 'G'"):
+        MazeLayout(name="x", grid=("###", "#O#", "###"))
+    with pytest.raises(ValueError, match="cannot be reached"):
+        MazeLayout(name="x", grid=("#####", "#G#O#", "#####"))
