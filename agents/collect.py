@@ -90,4 +90,5 @@ def collect(config: CollectConfig, progress: bool = True) -> dict:
             kept += 1
     final = EpisodeStore.open(out)
     return {"out": str(out), "new_episodes": kept, "skipped_failed": failed,
-            "already_committed": len(done), "episodes": final.n_episodes, "steps": final.n_steps}
+            "already_committed": len(done), "episodes": final.n_episodes, "steps": final.n_steps,
+            "content_sha256": final.content_hash()}

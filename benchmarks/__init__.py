@@ -14,7 +14,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env_step"}
+BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env_step",
+              "experts": "benchmarks.experts"}
 
 
 def machine() -> dict[str, Any]:

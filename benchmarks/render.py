@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 COMMANDS = {"quickstart": "kinodiff bench quickstart --json benchmarks/results/quickstart.json",
-            "env-step": "kinodiff bench env-step --json benchmarks/results/env-step.json"}
+            "env-step": "kinodiff bench env-step --json benchmarks/results/env-step.json",
+            "experts": "kinodiff bench experts --json benchmarks/results/experts.json"}
 
 
 def _value(v) -> str:

@@ -20,6 +20,7 @@ torn tail by truncating everything to the last committed episode.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -169,6 +170,20 @@ class EpisodeStore:
     def table(self) -> dict[str, np.ndarray]:
         """The per-episode table of committed episodes: id, seed, length, success, source."""
         return {k: np.asarray(self._g[f"meta/{k}"][: self._n]) for k in (*_TABLE, "source")}
+
+    def content_hash(self) -> str:
+        """sha256 of the committed content: every data array and the per-episode table.
+
+        Provenance (paths, command line, versions) is left out, so the same seed list gives the same
+        hash wherever and whenever it is collected.
+        """
+        digest = hashlib.sha256()
+        for key, values in sorted({**self.load(), **self.table()}.items()):
+            values = np.ascontiguousarray(values)
+            digest.update(f"{key}:{values.dtype.str}:{values.shape}".encode())
+            digest.update("\x00".join(values.tolist()).encode() if values.dtype.kind in "OTU"
+                          else values.tobytes())
+        return digest.hexdigest()
 
     def load(self, keys: list[str] | None = None) -> dict[str, np.ndarray]:
         """All committed steps of ``keys`` (default: every key) as numpy arrays."""

@@ -94,3 +94,14 @@ def test_bad_episodes_and_paths_are_named(tmp_path):
     (tmp_path / "junk.zarr" / "zarr.json").write_text("{not json")
     with pytest.raises(ValueError, match="junk.zarr"):
         EpisodeStore.open(tmp_path / "junk.zarr")
+
+
+def test_same_seeds_give_the_same_content_hash(tmp_path):
+    from agents.collect import CollectConfig, collect
+
+    hashes = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        collect(CollectConfig(env="kinodiff/TinyReach-v0", episodes=3, seed=seed,
+                              out=str(tmp_path / f"{name}.zarr")), progress=False)
+        hashes.append(EpisodeStore.open(tmp_path / f"{name}.zarr").content_hash())
+    assert hashes[0] == hashes[1] != hashes[2]
