@@ -12,7 +12,9 @@ from envs.mujoco_task import MujocoTaskEnv
 
 
 class TinyReachEnv(MujocoTaskEnv):
-    """Observation ``[x, v, goal]``; action ``[force]`` in [-1, 1]; success: within 0.03 of the goal
+    """A cart on a rail must stop at a goal.
+
+    Observation ``[x, v, goal]``; action ``[force]`` in [-1, 1]; success: within 0.03 of the goal
     and slower than 0.1 m/s. The goal (0.1 to 0.5 from the start) is the only random draw of ``reset``.
 
     Args:

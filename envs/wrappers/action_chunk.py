@@ -34,11 +34,12 @@ class ActionChunk(gym.Wrapper):
         actions = np.asarray(actions)
         if actions.shape != self.action_space.shape:
             raise ValueError(f"action chunk has shape {actions.shape}; expected {self.action_space.shape}")
-        total = 0.0
-        for i, action in enumerate(actions):
+        total, executed = 0.0, 0
+        for action in actions:
             obs, reward, terminated, truncated, info = self.env.step(action)
             total += float(reward)
+            executed += 1
             if terminated or truncated:
                 break
-        info = {**info, "executed_steps": i + 1}
+        info = {**info, "executed_steps": executed}
         return obs, total, terminated, truncated, info
