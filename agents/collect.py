@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,9 +9,9 @@ from typing import Any
 
 from agents.data.episode_store import EpisodeStore
 from agents.rollout.actors import expert_actor_factory
+from agents.rollout.env_factory import EnvFactory
 from agents.rollout.pool import run_episodes
 from agents.utils import episode_id, episode_seed, versions
-from envs import make_env
 from envs.registry import check_env_id
 
 
@@ -51,7 +50,7 @@ class CollectConfig:
 def collect(config: CollectConfig, progress: bool = True) -> dict:
     """Run the expert and commit its episodes to ``config.out``; returns a summary dict."""
     check_env_id(config.env)
-    env_factory = functools.partial(make_env, config.env, **config.env_kwargs)
+    env_factory = EnvFactory(config.env, config.env_kwargs)
     probe = env_factory()
     actor_factory = expert_actor_factory(config.env, config.expert)
     actor_factory(probe)  # fail fast on an unknown expert, before any file is touched

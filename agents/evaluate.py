@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +10,14 @@ from typing import Any
 import numpy as np
 
 from agents.rollout.actors import PolicyActorFactory
+from agents.rollout.env_factory import EnvFactory
 from agents.rollout.pool import run_episodes
 from agents.rollout.worker import EpisodeResult, RolloutWorker
 from agents.train.checkpoint import latest_checkpoint
 from agents.utils import episode_seed
 from envs import make_env
 from envs.registry import check_env_id
+from envs.wrappers.domain_randomization import shift_spec
 from policies.io import read_policy_config
 
 
@@ -42,10 +43,14 @@ class EvalConfig:
     """torch threads per worker (policy latency is measured with this many)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the task (e.g. ``start_spread``)."""
+    shift: str | None = None
+    """Evaluate under a domain-randomization preset (mass, friction, actuator_gain, obs_noise, all)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"episodes={self.episodes}; expected >= 1")
+        if self.shift is not None:
+            shift_spec(self.shift)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -118,7 +123,7 @@ def evaluate(config: EvalConfig, progress: bool = True) -> tuple[dict[str, Any],
     policy_dir = resolve_policy_dir(config.run)
     check_policy_fits_env(policy_dir, config.env)
     seeds = [episode_seed(config.seed, i) for i in range(config.episodes)]
-    env_factory = functools.partial(make_env, config.env, **config.env_kwargs)
+    env_factory = EnvFactory(config.env, config.env_kwargs, config.shift)
     actor_factory = PolicyActorFactory(str(policy_dir), f"policy:{config.run}", config.threads)
     results = sorted(
         run_episodes(env_factory, actor_factory, list(enumerate(seeds)), workers=config.workers,
@@ -126,10 +131,9 @@ def evaluate(config: EvalConfig, progress: bool = True) -> tuple[dict[str, Any],
                      progress=progress),
         key=lambda r: r.index)
     summary = summarize(results, seeds)
-    summary.update(env_id=config.env, policy_dir=str(policy_dir))
+    summary.update(env_id=config.env, policy_dir=str(policy_dir), shift=config.shift)
     if config.video:
-        render_factory = functools.partial(make_env, config.env, render_mode="rgb_array",
-                                           **config.env_kwargs)
+        render_factory = EnvFactory(config.env, config.env_kwargs, config.shift, "rgb_array")
         worker = RolloutWorker(render_factory, actor_factory)
         results[0].frames = worker.run_episode(0, seeds[0], render=True).frames
         worker.close()

@@ -52,6 +52,7 @@ def test_collect_refuses_an_existing_store_and_leaves_it_intact(tiny_store, caps
     (["collect", "--env", "kinodiff/PointObstacle-v0", "--expert", "oracle", "--out", "x.zarr"],
      "unknown expert 'oracle'"),
     (["eval", "--run", "no-such-run"], "no policy in"),
+    (["eval", "--run", "no-such-run", "--shift", "moon"], "unknown shift 'moon'"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tiny_store, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -85,10 +86,11 @@ def test_smoke_collect_train_eval(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 4
     assert main(["train", "bc", "--data", str(data), "--out", str(run), "--steps", "10",
                  "--batch-size", "16", "--set", "hidden_dims=(32,32)", "num_inference_steps=4"]) == 0
-    assert main(["eval", "--run", str(run), "--episodes", "2", "--no-video"]) == 0
+    assert main(["eval", "--run", str(run), "--episodes", "2", "--no-video", "--shift", "all"]) == 0
     report = json.loads((run / "eval" / "report.json").read_text())
     summary = report["policies"]["run"]
     assert summary["episodes"] == 2 and 0.0 <= summary["success_rate"] <= 1.0
+    assert summary["shift"] == "all"
     assert (run / "eval" / "report.md").read_text().startswith("# Evaluation report")
     # Resuming a finished collection adds nothing and keeps every episode.
     assert main(["collect", "--out", str(data), "--episodes", "4", "--seed", "1", "--resume"]) == 0
