@@ -66,6 +66,19 @@ _add(
 )
 
 
+_add(
+    EnvSpec(
+        id="kinodiff/ArmReach-v0",
+        entry_point="envs.arm_reach_v0:ArmReachEnv",
+        description="Torque-limited planar 3-link arm reaches a target among obstacles (constraint spec).",
+        # 6.25 s at 40 Hz: the IK expert needs ~75 steps on average; the longest plans (a full
+        # sweep of joint 1 around the obstacles) take ~200.
+        max_episode_steps=250,
+        experts={"ik": "envs.experts.arm_reach:ArmReachExpert"},
+    )
+)
+
+
 def register_envs() -> None:
     """Register every kinodiff task with Gymnasium (idempotent)."""
     for spec in ENV_SPECS.values():

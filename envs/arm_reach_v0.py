@@ -1,0 +1,321 @@
+"""ArmReach-v0: a torque-controlled planar 3-link arm reaches a target among fixed obstacles.
+
+The constrained-arm task: joint ranges, torque limits (motor gear) and joint speed limits (a custom
+numeric in the MJCF) are exposed as plain data in ``env.unwrapped.constraint_spec``, and every step
+reports contacts with the obstacles and limit violations in ``info``. Targets are drawn uniformly in
+the reachable, obstacle-free part of the workspace: a target is kept only if some arm configuration
+inside the joint ranges reaches it with all links clear of the obstacles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from math import cos, sin
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import EzPickle
+
+from envs.constraints import ConstraintSpec, constraint_spec_from_model
+from envs.mujoco_task import MujocoTaskEnv
+
+# Spacing of the points sampled along each link for clearance checks, metres. A sampled check
+# overestimates the clearance by at most half of this, which the clearance margins absorb.
+_POINT_SPACING = 0.05
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ArmReachLayout:
+    """Geometry of the arm and the target distribution, read from the MJCF where it lives there."""
+
+    base: np.ndarray
+    """(2,) position of the first joint in the plane, metres."""
+    link_lengths: np.ndarray
+    """(3,) joint-to-joint lengths, the last one to the end-effector site, metres."""
+    link_radius: np.ndarray
+    """(3,) capsule radius of each link, metres."""
+    height: float
+    """z of the arm's plane, metres."""
+    home: np.ndarray
+    """(3,) joint angles the start configuration is drawn around, rad."""
+    target_min_radius: float
+    """Targets are at least this far from the base, metres."""
+    target_max_radius: float
+    """Targets are at most this far from the base (short of full stretch), metres."""
+    target_clearance: float
+    """Targets are at least this far from every obstacle surface, metres."""
+    config_clearance: float
+    """A target counts as reachable if an arm configuration reaches it with every link surface at
+    least this far from every obstacle, metres."""
+    min_start_distance: float
+    """Targets are at least this far from the start end-effector position, metres."""
+
+    @property
+    def reach(self) -> float:
+        """Distance from the base to the end effector at full stretch, metres."""
+        return float(self.link_lengths.sum())
+
+
+def forward_kinematics(q: np.ndarray, layout: ArmReachLayout) -> np.ndarray:
+    """Planar positions of the joints and the end effector.
+
+    Args:
+        q: (..., 3) joint angles, rad.
+        layout: The arm geometry.
+
+    Returns:
+        (..., 4, 2) positions of joint 1, joint 2, joint 3 and the end effector, metres.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    theta = np.cumsum(q, axis=-1)
+    steps = layout.link_lengths[:, None] * np.stack([np.cos(theta), np.sin(theta)], axis=-1)
+    out = np.empty(q.shape[:-1] + (4, 2))
+    out[..., 0, :] = layout.base
+    out[..., 1:, :] = layout.base + np.cumsum(steps, axis=-2)
+    return out
+
+
+def link_clearance(q: np.ndarray, layout: ArmReachLayout, spec: ConstraintSpec, link: int) -> np.ndarray:
+    """Distance from one link's surface to the nearest obstacle, from points sampled along it.
+
+    Args:
+        q: (..., 3) joint angles, rad (joints after ``link`` do not matter).
+        layout: The arm geometry.
+        spec: The constraint spec holding the obstacles.
+        link: Link index, 0 (at the base) to 2 (carrying the end effector).
+
+    Returns:
+        (...,) clearance, metres (negative when the link penetrates an obstacle).
+    """
+    joints = forward_kinematics(q, layout)
+    frac = np.linspace(0.0, 1.0, int(math.ceil(layout.link_lengths[link] / _POINT_SPACING)) + 1)
+    a, b = joints[..., link, None, :], joints[..., link + 1, None, :]
+    pts2 = a + frac[:, None] * (b - a)
+    pts = np.concatenate([pts2, np.full(pts2.shape[:-1] + (1,), layout.height)], axis=-1)
+    return spec.obstacle_distance(pts).min(axis=-1) - layout.link_radius[link]
+
+
+def arm_clearance(q: np.ndarray, layout: ArmReachLayout, spec: ConstraintSpec) -> np.ndarray:
+    """Distance from the arm's surface to the nearest obstacle (see ``link_clearance``).
+
+    Args:
+        q: (..., 3) joint angles, rad.
+        layout: The arm geometry.
+        spec: The constraint spec holding the obstacles.
+
+    Returns:
+        (...,) clearance, metres (negative when a link penetrates an obstacle).
+    """
+    return np.min([link_clearance(q, layout, spec, i) for i in range(3)], axis=0)
+
+
+def inverse_kinematics(target: np.ndarray, layout: ArmReachLayout, phi: np.ndarray) -> np.ndarray:
+    """All analytic solutions reaching ``target`` with the last link at the given absolute angles.
+
+    Args:
+        target: (2,) end-effector position, metres.
+        layout: The arm geometry.
+        phi: (K,) absolute angles of the last link, rad.
+
+    Returns:
+        (M, 3) joint angles wrapped to ``[-pi, pi)``, ``M <= 2K`` (elbow down and up for each angle
+        whose wrist point is reachable by the first two links).
+    """
+    l1, l2, l3 = layout.link_lengths
+    wrist = np.asarray(target, dtype=np.float64) - layout.base
+    wx = wrist[0] - l3 * np.cos(phi)
+    wy = wrist[1] - l3 * np.sin(phi)
+    c2 = (wx * wx + wy * wy - l1 * l1 - l2 * l2) / (2.0 * l1 * l2)
+    ok = np.abs(c2) <= 1.0
+    wx, wy, c2, phi = wx[ok], wy[ok], c2[ok], np.asarray(phi)[ok]
+    sols = []
+    for sign in (1.0, -1.0):
+        q2 = sign * np.arccos(c2)
+        q1 = np.arctan2(wy, wx) - np.arctan2(l2 * np.sin(q2), l1 + l2 * np.cos(q2))
+        sols.append(np.stack([q1, q2, phi - q1 - q2], axis=-1))
+    q = np.concatenate(sols, axis=0)
+    return (q + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def feasible_configurations(
+    target: np.ndarray,
+    layout: ArmReachLayout,
+    spec: ConstraintSpec,
+    clearance: float,
+    limit_margin: float = 0.0,
+    n_angles: int = 48,
+) -> np.ndarray:
+    """IK solutions for ``target`` inside the joint ranges with at least ``clearance`` to obstacles.
+
+    Args:
+        target: (2,) end-effector position, metres.
+        layout: The arm geometry.
+        spec: The constraint spec (joint ranges and obstacles).
+        clearance: Smallest allowed link-obstacle distance, metres.
+        limit_margin: Solutions must stay this far inside the joint ranges, rad.
+        n_angles: Number of last-link angles tried, evenly spread over the circle.
+
+    Returns:
+        (M, 3) joint angles, rad (``M`` may be 0).
+    """
+    phi = np.linspace(-np.pi, np.pi, n_angles, endpoint=False)
+    q = inverse_kinematics(target, layout, phi)
+    inside = (q >= spec.joint_low + limit_margin) & (q <= spec.joint_high - limit_margin)
+    q = q[np.all(inside, axis=-1)]
+    return q[arm_clearance(q, layout, spec) >= clearance]
+
+
+class ArmReachEnv(MujocoTaskEnv):
+    """Planar 3-link arm with torque motors; bring the end effector to the target.
+
+    Observation (13, float32): ``[cos q (3), sin q (3), qdot (3), end-effector xy (2), target xy (2)]``.
+    Action (3): normalized joint torques in ``[-1, 1]`` (gear 8, 5, 2 N m). Control runs at 40 Hz
+    (5 physics steps of 5 ms). Success: the end effector is within ``goal_radius`` of the target;
+    the episode then terminates. ``info`` reports ``position`` (end-effector xy), ``target``,
+    ``collision`` (any arm-obstacle contact found by the last physics step of the control step),
+    ``joint_limit_violation`` and ``velocity_limit_violation`` (how many joints are past their
+    range / speed limit after the step). Reward terms: ``distance`` (minus
+    the end-effector distance to the target), ``success`` (+10), ``control`` (-0.01 |a|^2) and
+    ``collision`` (-1 while touching an obstacle).
+
+    ``reset(options={"target": (x, y)})`` fixes the target instead of drawing it.
+
+    Args:
+        goal_radius: Success radius around the target, metres.
+        start_noise: Half-width of the uniform noise added to the home joint angles, rad.
+        render_mode: ``None`` or ``"rgb_array"``.
+        width: Rendered frame width.
+        height: Rendered frame height.
+    """
+
+    def __init__(
+        self,
+        goal_radius: float = 0.05,
+        start_noise: float = 0.1,
+        render_mode: str | None = None,
+        width: int = 240,
+        height: int = 240,
+    ) -> None:
+        if not 0.0 < goal_radius <= 0.2:
+            raise ValueError(f"goal_radius {goal_radius} is out of range; expected 0 < r <= 0.2")
+        # Up to 0.15 rad the start pose keeps over 0.25 m from every obstacle.
+        if not 0.0 <= start_noise <= 0.15:
+            raise ValueError(f"start_noise {start_noise} is out of range; expected 0 <= s <= 0.15")
+        EzPickle.__init__(self, goal_radius, start_noise, render_mode, width, height)
+        high = np.array([1.0] * 6 + [np.inf] * 7, dtype=np.float32)
+        obs_space = gym.spaces.Box(-high, high, dtype=np.float32)
+        super().__init__("arm_reach.xml", 5, obs_space, render_mode, width, height)
+        self.goal_radius = float(goal_radius)
+        self.start_noise = float(start_noise)
+        m = self.model
+        self.constraint_spec: ConstraintSpec = constraint_spec_from_model(m, min_robot_distance=0.0)
+        if list(self.constraint_spec.joint_qpos_index) != list(range(m.nq)):
+            raise ValueError("arm_reach.xml must have exactly the three arm joints as its qpos")
+        links = [m.geom(f"link{i}") for i in (1, 2, 3)]
+        self.layout = ArmReachLayout(
+            base=np.array(m.body("link1").pos[:2]),
+            link_lengths=np.array([m.body("link2").pos[0], m.body("link3").pos[0],
+                                   m.site("end_effector").pos[0]]),
+            link_radius=np.array([g.size[0] for g in links]),
+            height=float(m.body("link1").pos[2]),
+            home=np.array([0.0, -0.6, -0.6]),
+            target_min_radius=0.3,
+            target_max_radius=0.92,
+            target_clearance=0.08,
+            config_clearance=0.04,
+            min_start_distance=0.15,
+        )
+        self._ee_id = m.site("end_effector").id
+        self._obs = np.zeros(13, dtype=np.float32)
+        self._target = np.zeros(2)
+        self._dist = 0.0
+        self._target_xy = (0.0, 0.0)
+        self._ee_xy = (0.0, 0.0)
+        spec = self.constraint_spec
+        self._joint_limits = (*spec.joint_low.tolist(), *spec.joint_high.tolist())
+        self._speed_limits = tuple(spec.joint_velocity_limit.tolist())
+        self._joint_violations = self._speed_violations = 0
+
+    @property
+    def target(self) -> np.ndarray:
+        """(2,) the current target, metres (a copy)."""
+        return self._target.copy()
+
+    # -- task hooks ------------------------------------------------------------------------
+    def _reset_task(self, options: dict) -> None:
+        lay, rng = self.layout, self.np_random
+        self.data.qpos[:] = lay.home + rng.uniform(-self.start_noise, self.start_noise, size=3)
+        self.data.qvel[:] = 0.0
+        if "target" in options:
+            target = np.asarray(options["target"], dtype=np.float64)
+            if target.shape != (2,) or not np.isfinite(target).all():
+                raise ValueError(f"options['target'] {options['target']!r} must be 2 finite numbers")
+        else:
+            target = self._sample_target(forward_kinematics(self.data.qpos, lay)[3])
+        self._target[:] = target
+        self._target_xy = (float(target[0]), float(target[1]))
+        self.data.mocap_pos[0, :2] = target
+
+    def _sample_target(self, start_ee: np.ndarray) -> np.ndarray:
+        lay, spec, rng = self.layout, self.constraint_spec, self.np_random
+        r_max = lay.target_max_radius
+        for _ in range(10_000):
+            xy = lay.base + rng.uniform(-r_max, r_max, size=2)
+            r = math.hypot(*(xy - lay.base))
+            if not lay.target_min_radius <= r <= r_max:
+                continue
+            if np.any(xy < spec.workspace_low) or np.any(xy > spec.workspace_high):
+                continue
+            if math.hypot(*(xy - start_ee)) < lay.min_start_distance:
+                continue
+            if spec.obstacle_distance(np.array([xy[0], xy[1], lay.height])) < lay.target_clearance:
+                continue
+            if len(feasible_configurations(xy, lay, spec, lay.config_clearance)):
+                return xy
+        raise RuntimeError("no reachable obstacle-free target found; the scene leaves no free workspace")
+
+    # The state vectors have three entries: at that size numpy's per-call overhead dwarfs the
+    # arithmetic, so the per-step hooks work on Python floats (``tolist``), unrolled over the three
+    # joints, and fill the preallocated observation buffer in one assignment. The limit checks are
+    # done here, once per step, for info; ``ConstraintSpec.count_violations`` is the batched twin.
+    def _observation(self) -> np.ndarray:
+        d = self.data
+        a, b, c = d.qpos.tolist()
+        va, vb, vc = d.qvel.tolist()
+        ex, ey, _ = d.site_xpos[self._ee_id].tolist()
+        tx, ty = self._target_xy
+        self._obs[:] = (cos(a), cos(b), cos(c), sin(a), sin(b), sin(c), va, vb, vc, ex, ey, tx, ty)
+        self._ee_xy = (ex, ey)
+        self._dist = math.hypot(ex - tx, ey - ty)
+        lo_a, lo_b, lo_c, hi_a, hi_b, hi_c = self._joint_limits
+        self._joint_violations = (
+            (a < lo_a or a > hi_a) + (b < lo_b or b > hi_b) + (c < lo_c or c > hi_c)
+        )
+        lim_a, lim_b, lim_c = self._speed_limits
+        self._speed_violations = (abs(va) > lim_a) + (abs(vb) > lim_b) + (abs(vc) > lim_c)
+        return self._obs.copy()
+
+    def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
+        a0, a1, a2 = action.tolist()
+        return {
+            "distance": -self._dist,
+            "success": 10.0 if self._dist <= self.goal_radius else 0.0,
+            "control": -0.01 * (a0 * a0 + a1 * a1 + a2 * a2),
+            "collision": -1.0 if self.data.ncon else 0.0,
+        }
+
+    def _is_success(self) -> bool:
+        return self._dist <= self.goal_radius
+
+    def _task_info(self) -> dict[str, Any]:
+        return {
+            "position": np.array(self._ee_xy),
+            "target": np.array(self._target_xy),
+            # Only links and obstacles can touch (contype/conaffinity in the MJCF), so any contact
+            # is an arm-obstacle contact.
+            "collision": self.data.ncon > 0,
+            "joint_limit_violation": int(self._joint_violations),
+            "velocity_limit_violation": int(self._speed_violations),
+        }
