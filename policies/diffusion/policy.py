@@ -9,6 +9,7 @@ from torch import nn
 
 from policies.base import Policy, PolicyConfig
 from policies.diffusion.denoisers import MlpDenoiser, UNet1DDenoiser
+from policies.diffusion.flow import data_estimate, euler_step, heun_step, interpolate
 from policies.diffusion.schedule import (
     add_noise,
     cosine_alphas_cumprod,
@@ -16,14 +17,19 @@ from policies.diffusion.schedule import (
     sampling_steps,
 )
 
-SAMPLERS = {"ddim": 0.0, "ddpm": 1.0}  # name -> eta of the shared update
+ETA = {"ddim": 0.0, "ddpm": 1.0}  # DDPM-objective samplers -> eta of the shared update
+SAMPLERS = {"ddpm": ("ddpm", "ddim", "onestep"), "flow": ("euler", "heun", "onestep")}
+OBJECTIVES = tuple(SAMPLERS)
 DENOISERS = ("mlp", "unet")
 PREDICTION_TYPES = ("epsilon", "sample")
+# The time fed to the denoiser for flow matching: s in [0, 1] scaled to the DDPM step range, so one
+# timestep embedding serves both objectives.
+FLOW_TIME_SCALE = 100.0
 
 
 @dataclass(kw_only=True)
 class DiffusionConfig(PolicyConfig):
-    """Diffusion policy: DDPM training, DDPM or DDIM sampling with any step count."""
+    """Diffusion policy: DDPM or flow-matching training; DDPM, DDIM, Euler, Heun or one-step sampling."""
 
     denoiser: str = "mlp"
     """Denoiser network: ``mlp`` (fast on a CPU) or ``unet`` (1-D temporal U-Net, FiLM)."""
@@ -33,10 +39,19 @@ class DiffusionConfig(PolicyConfig):
     """Channel widths per level of the U-Net denoiser."""
     num_train_timesteps: int = 100
     """T: diffusion steps of the training schedule (cosine)."""
+    objective: str = "ddpm"
+    """Training objective: ``ddpm`` (denoising) or ``flow`` (rectified flow matching)."""
     num_inference_steps: int = 10
-    """K: denoising steps at inference, 1 <= K <= T."""
+    """K: denoising / integration steps at inference, 1 <= K <= T."""
     sampler: str = "ddim"
-    """``ddim`` (deterministic given the initial noise) or ``ddpm`` (ancestral)."""
+    """``ddim`` or ``ddpm`` (objective ddpm), ``euler`` or ``heun`` (objective flow), or ``onestep``:
+    a student distilled from ``teacher`` that maps noise to the teacher's sample in one call."""
+    adaptive_tol: float = 0.0
+    """Stop integrating once successive clean-chunk estimates differ by less than this (max abs,
+    normalized units); 0 turns it off."""
+    teacher: str = ""
+    """For ``sampler=onestep``: folder of the saved teacher policy whose deterministic sampler the
+    student learns to reproduce (Luhman & Luhman 2021, knowledge distillation of the sampler)."""
     prediction_type: str = "sample"
     """What the denoiser predicts: ``sample`` (the clean chunk) or ``epsilon`` (the noise).
 
@@ -50,10 +65,13 @@ class DiffusionConfig(PolicyConfig):
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
         self.unet_dims = tuple(int(h) for h in self.unet_dims)
         for name, value, valid in (("denoiser", self.denoiser, DENOISERS),
-                                   ("sampler", self.sampler, tuple(SAMPLERS)),
+                                   ("objective", self.objective, OBJECTIVES),
+                                   ("sampler", self.sampler, SAMPLERS.get(self.objective, ())),
                                    ("prediction_type", self.prediction_type, PREDICTION_TYPES)):
             if value not in valid:
                 raise ValueError(f"{name}={value!r} is invalid; expected one of {list(valid)}")
+        if self.adaptive_tol < 0:
+            raise ValueError(f"adaptive_tol={self.adaptive_tol}; expected >= 0 (0 = off)")
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
             raise ValueError(f"num_inference_steps={self.num_inference_steps}; expected 1 <= K <= "
                              f"num_train_timesteps={self.num_train_timesteps}")
@@ -81,32 +99,113 @@ class DiffusionPolicy(Policy):
         # Coefficients are plain floats computed once per (K, sampler): the loop stays lean.
         key = (num_steps, sampler)
         if key not in self._step_cache:
-            self._step_cache[key] = sampling_steps(self.alphas_cumprod, num_steps, SAMPLERS[sampler])
+            self._step_cache[key] = sampling_steps(self.alphas_cumprod, num_steps, ETA[sampler])
         return self._step_cache[key]
 
-    def predict_normalized_chunk(self, obs: torch.Tensor) -> torch.Tensor:
-        """[B, To, Do] normalized -> [B, H, Da] normalized, by K reverse steps from noise."""
+    def predict_normalized_chunk(self, obs: torch.Tensor, noise: torch.Tensor | None = None,
+                                 sampler: str | None = None) -> torch.Tensor:
+        """[B, To, Do] normalized -> [B, H, Da] normalized, from noise by the configured sampler.
+
+        Args:
+            obs: [B, To, Do] normalized observations.
+            noise: [B, H, Da] initial noise (default: drawn from the policy's generator).
+            sampler: Override of ``config.sampler`` (distillation asks for a deterministic one).
+        """
         c = self.config
-        B = obs.shape[0]
         cond = obs.flatten(1)
-        shape = (B, c.horizon, c.action_dim)
-        x = torch.randn(shape, generator=self.generator)
-        t_batch = torch.empty(B, dtype=torch.long)
-        steps = self._steps(c.num_inference_steps, c.sampler)
-        for step in steps:
+        shape = (obs.shape[0], c.horizon, c.action_dim)
+        x = torch.randn(shape, generator=self.generator) if noise is None else noise
+        sampler = sampler or c.sampler
+        if sampler == "onestep":
+            t = torch.full((shape[0],), c.num_train_timesteps - 1, dtype=torch.long)
+            out = self.denoiser(x, t, cond)
+            return out.clamp(-1.0, 1.0) if c.clip_sample else out
+        if c.objective == "flow":
+            return self._integrate_flow(x, cond, sampler)
+        return self._denoise(x, cond, sampler)
+
+    def _denoise(self, x: torch.Tensor, cond: torch.Tensor, sampler: str) -> torch.Tensor:
+        c = self.config
+        t_batch = torch.empty(x.shape[0], dtype=torch.long)
+        previous = None
+        for step in self._steps(c.num_inference_steps, sampler):
             out = self.denoiser(x, t_batch.fill_(step.t), cond)
-            noise = torch.randn(shape, generator=self.generator) if step.sigma > 0 else None
-            x = reverse_step(x, out, step, c.prediction_type, c.clip_sample, noise)
+            noise = torch.randn(x.shape, generator=self.generator) if step.sigma > 0 else None
+            x, x0 = reverse_step(x, out, step, c.prediction_type, c.clip_sample, noise)
+            if c.adaptive_tol and previous is not None and (x0 - previous).abs().max() < c.adaptive_tol:
+                return x0
+            previous = x0
         return x
 
+    def _integrate_flow(self, x: torch.Tensor, cond: torch.Tensor, sampler: str) -> torch.Tensor:
+        c = self.config
+        K = c.num_inference_steps
+        ds = 1.0 / K
+        s_batch = torch.empty(x.shape[0])
+        previous = None
+        for k in range(K):
+            s = k * ds
+            v = self.denoiser(x, s_batch.fill_(s * FLOW_TIME_SCALE), cond)
+            if sampler == "heun" and k < K - 1:
+                x_pred = euler_step(x, v, ds)
+                v_next = self.denoiser(x_pred, s_batch.fill_((s + ds) * FLOW_TIME_SCALE), cond)
+                x = heun_step(x, v, v_next, ds)
+            else:
+                x = euler_step(x, v, ds)
+            if c.adaptive_tol:
+                x1 = data_estimate(x, v, s + ds)
+                if previous is not None and (x1 - previous).abs().max() < c.adaptive_tol:
+                    x = x1
+                    break
+                previous = x1
+        return x.clamp(-1.0, 1.0) if c.clip_sample else x
+
+    def fit_normalizers(self, obs, actions) -> None:
+        """A student copies its teacher's statistics: its targets live in the teacher's units."""
+        if self.config.sampler == "onestep" and self.config.teacher:
+            teacher = self._teacher()
+            self.obs_normalizer.load_state_dict(teacher.obs_normalizer.state_dict())
+            self.action_normalizer.load_state_dict(teacher.action_normalizer.state_dict())
+        else:
+            super().fit_normalizers(obs, actions)
+
+    def _teacher(self) -> DiffusionPolicy:
+        # Kept out of the module tree (not a submodule): never trained, never saved with the student.
+        if "_teacher_policy" not in self.__dict__:
+            from policies.io import load_policy
+
+            teacher, _ = load_policy(self.config.teacher)
+            if teacher.config.horizon != self.config.horizon or teacher.name != self.name:
+                raise ValueError(f"teacher {self.config.teacher!r} is a {teacher.name} policy with "
+                                 f"horizon {teacher.config.horizon}; expected a diffusion policy "
+                                 f"with horizon {self.config.horizon}")
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            self.__dict__["_teacher_policy"] = teacher
+        return self.__dict__["_teacher_policy"]
+
     def compute_loss(self, batch):
-        """Denoising loss: MSE between the prediction and the noise (or the clean chunk)."""
+        """The configured objective: DDPM denoising, flow matching, or distillation of a teacher."""
         obs, actions = self.normalized_batch(batch)
+        c = self.config
         B = actions.shape[0]
-        t = torch.randint(0, self.config.num_train_timesteps, (B,), device=actions.device)
+        cond = obs.flatten(1)
         noise = torch.randn_like(actions)
-        noisy = add_noise(actions, noise, t, self.alphas_cumprod)
-        pred = self.denoiser(noisy, t, obs.flatten(1))
-        target = noise if self.config.prediction_type == "epsilon" else actions
+        if c.sampler == "onestep" and c.teacher:
+            teacher = self._teacher()
+            # The teacher's deterministic sampler (DDIM or Euler/Heun) from the same noise is the target.
+            det = {"ddpm": "ddim"}.get(teacher.config.sampler, teacher.config.sampler)
+            with torch.no_grad():
+                target = teacher.predict_normalized_chunk(obs, noise=noise, sampler=det)
+            t = torch.full((B,), c.num_train_timesteps - 1, dtype=torch.long)
+            pred = self.denoiser(noise, t, cond)
+        elif c.objective == "flow":
+            s = torch.rand(B)
+            pred = self.denoiser(interpolate(actions, noise, s), s * FLOW_TIME_SCALE, cond)
+            target = actions - noise
+        else:
+            t = torch.randint(0, c.num_train_timesteps, (B,), device=actions.device)
+            pred = self.denoiser(add_noise(actions, noise, t, self.alphas_cumprod), t, cond)
+            target = noise if c.prediction_type == "epsilon" else actions
         loss = nn.functional.mse_loss(pred, target)
         return loss, {"mse": float(loss.detach())}

@@ -87,7 +87,11 @@ def reverse_step(
     clip_sample: bool,
     noise: torch.Tensor | None,
 ) -> torch.Tensor:
-    """One DDIM/DDPM update x_t -> x_{t_prev}. All tensors [B, H, Da]."""
+    """One DDIM/DDPM update x_t -> x_{t_prev}. All tensors [B, H, Da].
+
+    Returns:
+        (x_{t_prev}, the clean-chunk estimate x0).
+    """
     if prediction_type == "epsilon":
         eps = model_out
         x0 = (x_t - step.sqrt_one_minus_ab * eps) / step.sqrt_ab
@@ -100,4 +104,4 @@ def reverse_step(
     x_prev = step.sqrt_ab_prev * x0 + step.dir_coef * eps
     if step.sigma > 0 and noise is not None:
         x_prev = x_prev + step.sigma * noise
-    return x_prev
+    return x_prev, x0

@@ -5,17 +5,39 @@ import pytest
 import torch
 
 from policies import POLICIES, load_policy, make_policy, save_policy
+from policies.diffusion.policy import DENOISERS
 
 SMALL = {"mlp": {"hidden_dims": (32, 32)},
          "diffusion": {"hidden_dims": (32, 32), "unet_dims": (16, 32), "num_train_timesteps": 20,
                        "num_inference_steps": 4}}
-VARIANTS = [(name, {}) for name in sorted(POLICIES)] + [
-    ("diffusion", {"denoiser": "unet"}),
-    ("diffusion", {"sampler": "ddpm"}),
-    ("diffusion", {"prediction_type": "sample"}),
-]
-IDS = [f"{n}-{'-'.join(map(str, kw.values())) or 'default'}" for n, kw in VARIANTS]
+SAMPLER_SETS = [{"objective": "ddpm", "sampler": "ddim"}, {"objective": "ddpm", "sampler": "ddpm"},
+                {"objective": "ddpm", "sampler": "ddim", "adaptive_tol": 0.05},
+                {"objective": "ddpm", "sampler": "ddpm", "prediction_type": "epsilon"},
+                {"objective": "flow", "sampler": "euler"}, {"objective": "flow", "sampler": "heun"},
+                {"objective": "flow", "sampler": "heun", "adaptive_tol": 0.05},
+                {"objective": "ddpm", "sampler": "onestep", "teacher": "TEACHER"}]
+# Every sampler x denoiser combination, plus the MLP baseline.
+VARIANTS = [("mlp", {})] + [("diffusion", {"denoiser": d, **s}) for d in DENOISERS for s in SAMPLER_SETS]
+IDS = [f"{n}-{'-'.join(str(v) for k, v in kw.items() if k != 'teacher') or 'default'}"
+       for n, kw in VARIANTS]
 DO, DA, TO, H, TA = 5, 3, 2, 8, 4
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """Saved small teachers (one per denoiser) for the one-step students."""
+    root = tmp_path_factory.mktemp("teachers")
+    for denoiser in DENOISERS:
+        save_policy(_policy("diffusion", denoiser=denoiser).eval(), root / denoiser)
+    return root
+
+
+@pytest.fixture
+def resolve(teacher_dir):
+    def fn(kw):
+        return {k: str(teacher_dir / kw.get("denoiser", "mlp")) if v == "TEACHER" else v
+                for k, v in kw.items()}
+    return fn
 
 
 def _policy(name, **kw):
@@ -39,8 +61,8 @@ def test_builds_from_defaults(name):
 
 
 @pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
-def test_loss_and_gradients_are_finite(name, kw):
-    p = _policy(name, **kw)
+def test_loss_and_gradients_are_finite(resolve, name, kw):
+    p = _policy(name, **resolve(kw))
     loss, metrics = p.compute_loss(_batch())
     loss.backward()
     assert torch.isfinite(loss) and loss > 0 and metrics
@@ -49,8 +71,8 @@ def test_loss_and_gradients_are_finite(name, kw):
 
 
 @pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
-def test_chunk_shapes_and_input_not_mutated(name, kw):
-    p = _policy(name, **kw).eval()
+def test_chunk_shapes_and_input_not_mutated(resolve, name, kw):
+    p = _policy(name, **resolve(kw)).eval()
     obs = _batch(B=7)["obs"]
     before = obs.clone()
     chunk = p.predict_action_chunk(obs)
@@ -61,8 +83,8 @@ def test_chunk_shapes_and_input_not_mutated(name, kw):
 
 
 @pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
-def test_save_load_gives_identical_actions(name, kw, tmp_path):
-    p = _policy(name, **kw).eval()
+def test_save_load_gives_identical_actions(resolve, name, kw, tmp_path):
+    p = _policy(name, **resolve(kw)).eval()
     save_policy(p, tmp_path / "p", metadata={"env_id": "x"})
     q, meta = load_policy(tmp_path / "p")
     assert meta["env_id"] == "x" and type(q) is type(p)
@@ -73,8 +95,8 @@ def test_save_load_gives_identical_actions(name, kw, tmp_path):
 
 
 @pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
-def test_select_action_serves_a_chunk_of_ta_steps(name, kw):
-    p = _policy(name, **kw).eval()
+def test_select_action_serves_a_chunk_of_ta_steps(resolve, name, kw):
+    p = _policy(name, **resolve(kw)).eval()
     calls = []
     original = p.predict_action_chunk
     p.predict_action_chunk = lambda o: calls.append(o.shape) or original(o)
@@ -109,10 +131,44 @@ def test_corrupt_weights_fail_the_checksum_before_parsing(tmp_path):
 
 def test_bad_config_values_are_named():
     with pytest.raises(ValueError, match="sampler='euler'"):
-        make_policy("diffusion", obs_dim=2, action_dim=2, sampler="euler")
+        make_policy("diffusion", obs_dim=2, action_dim=2, sampler="euler")  # euler needs flow
+    with pytest.raises(ValueError, match="adaptive_tol=-1"):
+        make_policy("diffusion", obs_dim=2, action_dim=2, adaptive_tol=-1)
     with pytest.raises(ValueError, match="n_action_steps=9"):
         make_policy("mlp", obs_dim=2, action_dim=2, horizon=8, n_action_steps=9)
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         make_policy("nope", obs_dim=2, action_dim=2)
     with pytest.raises(ValueError, match="unknown config fields"):
         make_policy("mlp", obs_dim=2, action_dim=2, widths=3)
+
+
+def test_a_onestep_student_learns_to_reproduce_its_teacher(resolve):
+    student = _policy("diffusion", **resolve({"sampler": "onestep", "teacher": "TEACHER"}))
+    teacher = student._teacher()
+    assert torch.equal(student.obs_normalizer.center, teacher.obs_normalizer.center)
+    opt = torch.optim.Adam(student.parameters(), lr=3e-3)
+    batch = _batch(B=64)
+    first = None
+    for _ in range(150):
+        loss, _ = student.compute_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else float(loss.detach())
+    assert float(loss.detach()) < 0.5 * first
+    assert "_teacher_policy" not in dict(student.named_modules())  # never saved with the student
+
+
+def test_adaptive_sampling_stops_early_and_stays_close():
+    p = _policy("diffusion", objective="flow", sampler="euler", num_inference_steps=16).eval()
+    calls = []
+    forward = p.denoiser.forward
+    p.denoiser.forward = lambda *a: calls.append(1) or forward(*a)
+    obs = _batch()["obs"]
+    noise = torch.randn(6, H, DA, generator=torch.Generator().manual_seed(0))
+    full = p.predict_normalized_chunk(obs, noise=noise)
+    n_full = len(calls)
+    p.config.adaptive_tol = 10.0  # loose: stops at the second step
+    early = p.predict_normalized_chunk(obs, noise=noise)
+    assert n_full == 16 and len(calls) - n_full == 2
+    assert early.shape == full.shape and torch.isfinite(early).all()

@@ -40,12 +40,26 @@ def test_eta_one_with_every_step_is_the_ddpm_posterior():
     mean = (math.sqrt(a_p) * beta / (1 - a_t)) * x0 + (math.sqrt(1 - beta) * (1 - a_p) / (1 - a_t)) * x_t
     var = (1 - a_p) / (1 - a_t) * beta
     assert math.isclose(step.sigma**2, var, rel_tol=1e-9)
-    out = reverse_step(x_t, eps, step, "epsilon", clip_sample=False, noise=torch.zeros(1, 1, 1))
+    out, _ = reverse_step(x_t, eps, step, "epsilon", clip_sample=False, noise=torch.zeros(1, 1, 1))
     assert torch.allclose(out, mean, atol=1e-6)
 
 
 def test_sample_prediction_with_clipping():
     step = sampling_steps(cosine_alphas_cumprod(10), 1, eta=0.0)[0]
     # One step from t=0 to a clean sample returns the clipped clean estimate itself.
-    out = reverse_step(torch.zeros(1, 1, 2), torch.tensor([[[3.0, -0.5]]]), step, "sample", True, None)
+    out, x0 = reverse_step(torch.zeros(1, 1, 2), torch.tensor([[[3.0, -0.5]]]), step, "sample", True, None)
+    assert torch.equal(out, x0)
     assert torch.allclose(out, torch.tensor([[[1.0, -0.5]]]))
+
+
+def test_flow_path_and_integrators():
+    from policies.diffusion.flow import data_estimate, euler_step, heun_step, interpolate
+
+    x1, x0 = torch.full((1, 1, 1), 2.0), torch.zeros(1, 1, 1)
+    # s = 0.25: 0.25 * 2 + 0.75 * 0 = 0.5
+    assert torch.allclose(interpolate(x1, x0, torch.tensor([0.25])), torch.tensor([[[0.5]]]))
+    # Constant velocity 2 from 0.5 at s = 0.25 reaches 0.5 + 0.75 * 2 = 2 at s = 1.
+    assert torch.allclose(data_estimate(torch.tensor(0.5), torch.tensor(2.0), 0.25), torch.tensor(2.0))
+    # dx/ds = s integrated over [0, 1] from 0 is 0.5; Heun (trapezoid) is exact, Euler gives 0.
+    assert heun_step(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(1.0), 1.0) == 0.5
+    assert euler_step(torch.tensor(0.0), torch.tensor(0.0), 1.0) == 0.0
