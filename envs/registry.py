@@ -79,6 +79,18 @@ _add(
 )
 
 
+_add(
+    EnvSpec(
+        id="kinodiff/MultiRobotArena-v0",
+        entry_point="envs.multi_robot_arena_v0:MultiRobotArenaEnv",
+        description="N disc robots (n_robots 2..64) each reach their own goal in one walled arena.",
+        # 20 s at 20 Hz: ample for 64 robots crossing the 3 m arena around each other.
+        max_episode_steps=400,
+        experts={"orca": "envs.experts.multi_robot_arena:MultiRobotArenaExpert"},
+    )
+)
+
+
 def register_envs() -> None:
     """Register every kinodiff task with Gymnasium (idempotent)."""
     for spec in ENV_SPECS.values():
