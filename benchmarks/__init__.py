@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env_step",
-              "experts": "benchmarks.experts"}
+              "experts": "benchmarks.experts", "policy-latency": "benchmarks.policy_latency"}
 
 
 def machine() -> dict[str, Any]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 COMMANDS = {"quickstart": "kinodiff bench quickstart --json benchmarks/results/quickstart.json",
             "env-step": "kinodiff bench env-step --json benchmarks/results/env-step.json",
-            "experts": "kinodiff bench experts --json benchmarks/results/experts.json"}
+            "experts": "kinodiff bench experts --json benchmarks/results/experts.json",
+            "policy-latency": "kinodiff bench policy-latency --json benchmarks/results/policy-latency.json"}
 
 
 def _value(v) -> str:

@@ -29,11 +29,17 @@ class PolicyConfig:
     """Ta: actions executed from each chunk before predicting again (receding horizon)."""
     seed: int = 0
     """Seed of the policy's own sampling generator."""
+    temporal_ensemble: float = 0.0
+    """0: receding horizon (execute Ta of each H-step chunk). k > 0: predict a chunk every step and
+    execute the average of all chunks' actions for the current step, weighted exp(-k * age) with the
+    oldest chunk first (temporal ensembling, Zhao et al. 2023, ACT)."""
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "n_obs_steps", "horizon", "n_action_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} is invalid; expected an integer >= 1")
+        if self.temporal_ensemble < 0:
+            raise ValueError(f"temporal_ensemble={self.temporal_ensemble}; expected >= 0 (0 = off)")
         if self.n_action_steps > self.horizon:
             raise ValueError(
                 f"n_action_steps={self.n_action_steps} exceeds horizon={self.horizon}; expected Ta <= H"
@@ -57,6 +63,7 @@ class Policy(nn.Module):
         self.generator = torch.Generator().manual_seed(config.seed)
         self._obs_history: deque[torch.Tensor] = deque(maxlen=config.n_obs_steps)
         self._action_queue: deque[torch.Tensor] = deque()
+        self._ensemble: deque[torch.Tensor] = deque(maxlen=config.n_action_steps)
 
     def fit_normalizers(self, obs: np.ndarray, actions: np.ndarray) -> None:
         """Set normalization statistics from the training data ([N, Do], [N, Da])."""
@@ -67,6 +74,7 @@ class Policy(nn.Module):
         """Forget the observation history and queued actions; optionally reseed sampling."""
         self._obs_history.clear()
         self._action_queue.clear()
+        self._ensemble.clear()
         if seed is not None:
             self.generator.manual_seed(int(seed))
 
@@ -112,16 +120,28 @@ class Policy(nn.Module):
             self._obs_history.extend([o] * self.config.n_obs_steps)
         else:
             self._obs_history.append(o)
+        if self.config.temporal_ensemble > 0:
+            action = self._ensembled_action(torch.stack(list(self._obs_history), dim=1)).numpy()
+            return action[0] if single else action
         if not self._action_queue:
             chunk = self.predict_action_chunk(torch.stack(list(self._obs_history), dim=1))
             self._action_queue.extend(chunk.unbind(dim=1))
         action = self._action_queue.popleft().numpy()
         return action[0] if single else action
 
+    def _ensembled_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """Average of every live chunk's action for this step. obs: [B, To, Do] -> [B, Da]."""
+        self._ensemble.append(self.predict_action_chunk(obs))  # [B, Ta, Da], newest last
+        n = len(self._ensemble)
+        # The chunk predicted i steps ago (i = n-1 .. 0) contributes its action at index i.
+        actions = torch.stack([chunk[:, n - 1 - j] for j, chunk in enumerate(self._ensemble)], dim=0)
+        weights = torch.exp(-self.config.temporal_ensemble * torch.arange(n, dtype=torch.float32))
+        return torch.einsum("n,nbd->bd", weights / weights.sum(), actions)
+
     @property
     def chunk_pending(self) -> bool:
         """True when the next ``select_action`` will run the network."""
-        return not self._action_queue
+        return self.config.temporal_ensemble > 0 or not self._action_queue
 
     def predict_normalized_chunk(self, obs: torch.Tensor) -> torch.Tensor:
         """[B, To, Do] normalized observations -> [B, H, Da] normalized actions."""

@@ -49,6 +49,9 @@ class DiffusionConfig(PolicyConfig):
     adaptive_tol: float = 0.0
     """Stop integrating once successive clean-chunk estimates differ by less than this (max abs,
     normalized units); 0 turns it off."""
+    warm_start: float = 0.0
+    """Start each chunk from the tail of the last one (shifted by Ta), noised to the level reached
+    after this fraction of the steps, and run only the remaining steps; 0 turns it off."""
     teacher: str = ""
     """For ``sampler=onestep``: folder of the saved teacher policy whose deterministic sampler the
     student learns to reproduce (Luhman & Luhman 2021, knowledge distillation of the sampler)."""
@@ -70,6 +73,8 @@ class DiffusionConfig(PolicyConfig):
                                    ("prediction_type", self.prediction_type, PREDICTION_TYPES)):
             if value not in valid:
                 raise ValueError(f"{name}={value!r} is invalid; expected one of {list(valid)}")
+        if not 0.0 <= self.warm_start < 1.0:
+            raise ValueError(f"warm_start={self.warm_start}; expected 0 <= fraction < 1")
         if self.adaptive_tol < 0:
             raise ValueError(f"adaptive_tol={self.adaptive_tol}; expected >= 0 (0 = off)")
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
@@ -94,6 +99,7 @@ class DiffusionPolicy(Policy):
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(c.num_train_timesteps),
                              persistent=False)
         self._step_cache: dict[tuple[int, str], list] = {}
+        self._last: torch.Tensor | None = None
 
     def _steps(self, num_steps: int, sampler: str):
         # Coefficients are plain floats computed once per (K, sampler): the loop stays lean.
@@ -114,21 +120,39 @@ class DiffusionPolicy(Policy):
         c = self.config
         cond = obs.flatten(1)
         shape = (obs.shape[0], c.horizon, c.action_dim)
+        warm = noise is None and c.warm_start > 0 and self._last is not None and self._last.shape == shape
         x = torch.randn(shape, generator=self.generator) if noise is None else noise
         sampler = sampler or c.sampler
         if sampler == "onestep":
             t = torch.full((shape[0],), c.num_train_timesteps - 1, dtype=torch.long)
             out = self.denoiser(x, t, cond)
             return out.clamp(-1.0, 1.0) if c.clip_sample else out
+        start = int(round(c.warm_start * c.num_inference_steps)) if warm else 0
+        # Warm start: the last chunk advanced by Ta steps, its end padded with its last action.
+        tail = torch.cat([self._last[:, c.n_action_steps:],
+                          self._last[:, -1:].expand(-1, c.n_action_steps, -1)], dim=1) if warm else None
         if c.objective == "flow":
-            return self._integrate_flow(x, cond, sampler)
-        return self._denoise(x, cond, sampler)
+            out = self._integrate_flow(x, cond, sampler, start, tail)
+        else:
+            out = self._denoise(x, cond, sampler, start, tail)
+        if noise is None:
+            self._last = out
+        return out
 
-    def _denoise(self, x: torch.Tensor, cond: torch.Tensor, sampler: str) -> torch.Tensor:
+    def reset(self, seed: int | None = None) -> None:
+        """Forget queues, ensembles and the last chunk (warm start); optionally reseed."""
+        super().reset(seed)
+        self._last = None
+
+    def _denoise(self, x: torch.Tensor, cond: torch.Tensor, sampler: str, start: int = 0,
+                 tail: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
         t_batch = torch.empty(x.shape[0], dtype=torch.long)
         previous = None
-        for step in self._steps(c.num_inference_steps, sampler):
+        steps = self._steps(c.num_inference_steps, sampler)[start:]
+        if tail is not None:
+            x = add_noise(tail, x, t_batch.fill_(steps[0].t), self.alphas_cumprod)
+        for step in steps:
             out = self.denoiser(x, t_batch.fill_(step.t), cond)
             noise = torch.randn(x.shape, generator=self.generator) if step.sigma > 0 else None
             x, x0 = reverse_step(x, out, step, c.prediction_type, c.clip_sample, noise)
@@ -137,13 +161,16 @@ class DiffusionPolicy(Policy):
             previous = x0
         return x
 
-    def _integrate_flow(self, x: torch.Tensor, cond: torch.Tensor, sampler: str) -> torch.Tensor:
+    def _integrate_flow(self, x: torch.Tensor, cond: torch.Tensor, sampler: str, start: int = 0,
+                        tail: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
         K = c.num_inference_steps
         ds = 1.0 / K
         s_batch = torch.empty(x.shape[0])
         previous = None
-        for k in range(K):
+        if tail is not None:
+            x = interpolate(tail, x, s_batch.fill_(start * ds))
+        for k in range(start, K):
             s = k * ds
             v = self.denoiser(x, s_batch.fill_(s * FLOW_TIME_SCALE), cond)
             if sampler == "heun" and k < K - 1:

@@ -172,3 +172,36 @@ def test_adaptive_sampling_stops_early_and_stays_close():
     early = p.predict_normalized_chunk(obs, noise=noise)
     assert n_full == 16 and len(calls) - n_full == 2
     assert early.shape == full.shape and torch.isfinite(early).all()
+
+
+def test_temporal_ensembling_averages_overlapping_chunks():
+    p = _policy("mlp", temporal_ensemble=0.5).eval()
+    p.reset()
+    chunks = []
+    original = p.predict_action_chunk
+    p.predict_action_chunk = lambda o: chunks.append(original(o)) or chunks[-1]
+    obs = [np.full(DO, v, np.float32) for v in (0.0, 1.0, 2.0)]
+    actions = [p.select_action(o) for o in obs]
+    assert len(chunks) == 3  # one prediction per step
+    # Step 2 (hand-written): chunk0[2], chunk1[1], chunk2[0] weighted exp(0), exp(-0.5), exp(-1).
+    w = np.exp(-0.5 * np.arange(3))
+    expected = (w[0] * chunks[0][0, 2] + w[1] * chunks[1][0, 1] + w[2] * chunks[2][0, 0]) / w.sum()
+    assert np.allclose(actions[2], expected.numpy(), atol=1e-6)
+    assert np.allclose(actions[0], chunks[0][0, 0].numpy())
+
+
+@pytest.mark.parametrize("objective,sampler", [("ddpm", "ddim"), ("flow", "euler")])
+def test_warm_start_runs_only_the_remaining_steps(objective, sampler):
+    p = _policy("diffusion", objective=objective, sampler=sampler, num_inference_steps=4,
+                warm_start=0.5).eval()
+    calls = []
+    forward = p.denoiser.forward
+    p.denoiser.forward = lambda *a: calls.append(1) or forward(*a)
+    p.reset(seed=0)
+    obs = _batch(B=2)["obs"]
+    p.predict_action_chunk(obs)
+    p.predict_action_chunk(obs)
+    assert len(calls) == 4 + 2  # a cold chunk, then half the steps from the last chunk's tail
+    p.reset()
+    p.predict_action_chunk(obs)
+    assert len(calls) == 10  # reset forgets the last chunk

@@ -1,0 +1,183 @@
+"""Latency vs success of every sampler on PointObstacle-v0, with diffusers' schedulers as the peer.
+
+Trains (in this run) a DDPM teacher, a flow-matching policy and a one-step student distilled from
+the teacher on the same demonstrations, then measures every sampler at its step counts: chunk
+latency p50/p99 at batch 1 and 64 with 1 and 2 torch threads, and success over 50 seeded episodes.
+diffusers' DDIM/DDPM schedulers drive the same network in the same process as the peer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.collect import CollectConfig, collect
+from agents.evaluate import EvalConfig, evaluate, resolve_policy_dir
+from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
+from policies import load_policy, save_policy
+
+ENV = "kinodiff/PointObstacle-v0"
+# name -> (run, config overrides at inference)
+VARIANTS = {
+    "ddpm-100": ("teacher", {"sampler": "ddpm", "num_inference_steps": 100}),
+    "ddim-10 (default)": ("teacher", {"sampler": "ddim", "num_inference_steps": 10}),
+    "ddim-5": ("teacher", {"sampler": "ddim", "num_inference_steps": 5}),
+    "ddim-20-adaptive": ("teacher", {"sampler": "ddim", "num_inference_steps": 20, "adaptive_tol": 0.02}),
+    "flow-euler-10": ("flow", {"sampler": "euler", "num_inference_steps": 10}),
+    "flow-euler-4": ("flow", {"sampler": "euler", "num_inference_steps": 4}),
+    "flow-heun-4": ("flow", {"sampler": "heun", "num_inference_steps": 4}),
+    "onestep-student": ("student", {}),
+}
+
+
+def _chunk_latency(policy, batch: int, threads: int, calls: int) -> tuple[float, float]:
+    torch.set_num_threads(threads)
+    obs = torch.randn(batch, policy.config.n_obs_steps, policy.config.obs_dim)
+    policy.predict_action_chunk(obs)  # warm-up
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        policy.predict_action_chunk(obs)
+        times.append(time.perf_counter() - t0)
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
+
+
+def _diffusers_loop(policy, scheduler, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    cond = policy.obs_normalizer.normalize(obs).flatten(1)
+    x = noise
+    for t in scheduler.timesteps:
+        out = policy.denoiser(x, t.expand(x.shape[0]), cond)
+        x = scheduler.step(out, t, x).prev_sample
+    return x
+
+
+def _peer(policy, steps: int, calls: int) -> dict:
+    """Our DDIM loop vs diffusers' DDIMScheduler driving the same denoiser, batch 1, 2 threads."""
+    from diffusers import DDIMScheduler
+
+    c = policy.config
+    torch.set_num_threads(2)
+    sched = DDIMScheduler(num_train_timesteps=c.num_train_timesteps, beta_schedule="squaredcos_cap_v2",
+                          clip_sample=c.clip_sample, prediction_type=c.prediction_type,
+                          set_alpha_to_one=True)
+    sched.set_timesteps(steps)
+    obs = torch.randn(1, c.n_obs_steps, c.obs_dim)
+    noise = torch.randn(1, c.horizon, c.action_dim)
+    policy.config = replace(c, sampler="ddim", num_inference_steps=steps, adaptive_tol=0.0)
+    cond = policy.obs_normalizer.normalize(obs)
+    with torch.no_grad():
+        ours = policy.predict_normalized_chunk(cond, noise=noise.clone())
+        theirs = _diffusers_loop(policy, sched, obs, noise.clone())
+        t_ours, t_theirs, t_fwd = [], [], []
+        t_batch = torch.zeros(1, dtype=torch.long)
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            policy.predict_normalized_chunk(cond, noise=noise)
+            t1 = time.perf_counter()
+            _diffusers_loop(policy, sched, obs, noise)
+            t2 = time.perf_counter()
+            for _ in range(steps):
+                policy.denoiser(noise, t_batch, cond.flatten(1))
+            t3 = time.perf_counter()
+            t_ours.append(t1 - t0)
+            t_theirs.append(t2 - t1)
+            t_fwd.append(t3 - t2)
+    return {"ours_ms": float(np.median(t_ours) * 1e3), "diffusers_ms": float(np.median(t_theirs) * 1e3),
+            "forwards_ms": float(np.median(t_fwd) * 1e3),
+            "max_abs_diff": float((ours - theirs).abs().max())}
+
+
+def run(quick: bool = False):
+    """Returns (config, results, bars)."""
+    episodes = 4 if quick else 50
+    steps = {"teacher": 20, "flow": 20, "student": 10} if quick else {
+        "teacher": 3000, "flow": 3000, "student": 2000}
+    calls = 5 if quick else 50
+    results, bars, success, latency = [], [], {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        collect(CollectConfig(env=ENV, episodes=10 if quick else 100, out=str(tmp / "d.zarr")),
+                progress=False)
+        runs = {}
+        for name, overrides in (("teacher", {}), ("flow", {"objective": "flow", "sampler": "euler"})):
+            runs[name] = resolve_policy_dir(train_bc(BcRunConfig(
+                data=str(tmp / "d.zarr"), policy="diffusion", out=str(tmp / name),
+                policy_config=overrides, train=BcTrainConfig(steps=steps[name], threads=2)),
+                progress=False))
+        runs["student"] = resolve_policy_dir(train_bc(BcRunConfig(
+            data=str(tmp / "d.zarr"), policy="diffusion", out=str(tmp / "student"),
+            policy_config={"sampler": "onestep", "teacher": str(runs["teacher"])},
+            train=BcTrainConfig(steps=steps["student"], threads=2)), progress=False))
+        for variant, (run_name, overrides) in VARIANTS.items():
+            policy, _ = load_policy(runs[run_name])
+            policy.config = replace(policy.config, **overrides)
+            folder = tmp / "variants" / variant
+            save_policy(policy, folder)
+            summary, _ = evaluate(EvalConfig(run=str(folder), env=ENV, episodes=episodes, video=False,
+                                             threads=1), progress=False)
+            success[variant] = summary["success_rate"]
+            results.append({"metric": "success_rate", "value": summary["success_rate"], "unit": "fraction",
+                            "config": {"variant": variant, "episodes": episodes, **overrides}})
+            for batch in (1, 64):
+                for threads in (1, 2):
+                    p50, p99 = _chunk_latency(policy, batch, threads, calls)
+                    latency[(variant, batch, threads)] = (p50, p99)
+                    results.append({"metric": "chunk_latency_ms", "value": p50, "unit": "ms (p50)",
+                                    "config": {"variant": variant, "batch": batch, "threads": threads,
+                                               "p99_ms": p99}})
+        teacher, _ = load_policy(runs["teacher"])
+        peer = _peer(teacher, 10, calls)
+    torch.set_num_threads(2)
+    results.append({"metric": "ddim10_chunk_ms", "value": peer["ours_ms"], "unit": "ms",
+                    "config": {"batch": 1, "threads": 2, "max_abs_diff_vs_diffusers": peer["max_abs_diff"]},
+                    "peer": {"name": "diffusers DDIMScheduler loop", "value": peer["diffusers_ms"]},
+                    "ratio_to_peer": peer["ours_ms"] / peer["diffusers_ms"]})
+    overhead = peer["ours_ms"] - peer["forwards_ms"]
+    results.append({"metric": "ddim10_sampler_overhead_ms", "value": overhead, "unit": "ms",
+                    "config": {"bare_forwards_ms": peer["forwards_ms"]}})
+    teacher_lat = latency[("ddpm-100", 1, 2)][0]
+    student_lat = latency[("onestep-student", 1, 2)][0]
+    default_p99 = latency[("ddim-10 (default)", 1, 2)][1]
+    batch_ratio = latency[("ddim-10 (default)", 64, 2)][0] / latency[("ddim-10 (default)", 1, 2)][0]
+    gap = success["ddpm-100"] - success["onestep-student"]
+    bars += [
+        {"bar": "one-step student success within 5 points of the 100-step DDPM teacher (PointObstacle)",
+         "value": gap, "threshold": 0.05, "met": gap <= 0.05},
+        {"bar": "one-step student >= 30x lower chunk latency than the 100-step teacher (batch 1, 2 threads)",
+         "value": teacher_lat / student_lat, "threshold": 30, "met": teacher_lat / student_lat >= 30},
+        {"bar": "default policy p99 chunk latency <= 5 ms at batch 1 on 2 threads", "value": default_p99,
+         "threshold": 5.0, "met": default_p99 <= 5.0},
+        {"bar": "batch 64 costs <= 9x batch 1 per chunk (default policy)", "value": batch_ratio,
+         "threshold": 9.0, "met": batch_ratio <= 9.0},
+        {"bar": "our DDIM loop <= 0.6x the diffusers DDIMScheduler loop (same network, 10 steps)",
+         "value": peer["ours_ms"] / peer["diffusers_ms"], "threshold": 0.6,
+         "met": peer["ours_ms"] / peer["diffusers_ms"] <= 0.6},
+        {"bar": "sampler overhead (chunk minus bare forwards) <= 0.1 ms per 10-step chunk",
+         "value": overhead, "threshold": 0.1, "met": overhead <= 0.1},
+    ]
+    _plot_pareto(success, latency)
+    return {"env": ENV, "episodes": episodes, "train_steps": steps, "calls": calls}, results, bars
+
+
+def _plot_pareto(success: dict, latency: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for variant, rate in success.items():
+        ax.scatter(latency[(variant, 1, 2)][0], rate)
+        ax.annotate(variant, (latency[(variant, 1, 2)][0], rate), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("chunk latency p50, ms (batch 1, 2 threads)")
+    ax.set_ylabel("success rate")
+    fig.tight_layout()
+    Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
+    fig.savefig("benchmarks/results/policy-latency-pareto.png", dpi=120)
+    plt.close(fig)
