@@ -91,6 +91,29 @@ _add(
 )
 
 
+_add(
+    EnvSpec(
+        id="kinodiff/PushT-v0",
+        entry_point="envs.push_t_v0:PushTEnv",
+        description="Round pusher pushes a T-shaped block onto a goal pose (diffusion-policy PushT).",
+        # 30 s at 10 Hz, the diffusion-policy evaluation horizon.
+        max_episode_steps=300,
+        experts={"mpc": "envs.experts.push_t:PushTMPCExpert"},
+    )
+)
+
+
+_add(
+    EnvSpec(
+        id="kinodiff/PushTImage-v0",
+        entry_point="envs.push_t_image_v0:PushTImageEnv",
+        description="PushT observed as a 96x96 top-camera image plus the pusher's position.",
+        max_episode_steps=300,
+        experts={"mpc": "envs.experts.push_t:PushTMPCExpert"},
+    )
+)
+
+
 def register_envs() -> None:
     """Register every kinodiff task with Gymnasium (idempotent)."""
     for spec in ENV_SPECS.values():

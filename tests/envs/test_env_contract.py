@@ -119,12 +119,17 @@ def test_out_of_range_actions_are_clipped_and_counted(env_id):
     assert np.allclose(env.unwrapped.data.ctrl[1:], high[1:])
 
 
+# Sampling-MPC experts take seconds per episode: one seeded episode each keeps the suite fast
+# (their success rates over 100 seeds are in benchmarks/results/experts.json).
+EXPERT_EPISODES = {"kinodiff/PushT-v0": 1, "kinodiff/PushTImage-v0": 1}
+
+
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_every_expert_solves_its_task(env_id):
     env = make_env(env_id)
     for name in ENV_SPECS[env_id].experts:
         expert = envs.make_expert(env_id, name, env)
-        for i in range(4):
+        for i in range(EXPERT_EPISODES.get(env_id, 4)):
             obs, _ = env.reset(seed=i)
             expert.reset(i, np.random.default_rng(i))
             done = False
