@@ -16,11 +16,12 @@ from policies.diffusion.schedule import (
     reverse_step,
     sampling_steps,
 )
+from policies.diffusion.transformer import TransformerDenoiser
 
 ETA = {"ddim": 0.0, "ddpm": 1.0}  # DDPM-objective samplers -> eta of the shared update
 SAMPLERS = {"ddpm": ("ddpm", "ddim", "onestep"), "flow": ("euler", "heun", "onestep")}
 OBJECTIVES = tuple(SAMPLERS)
-DENOISERS = ("mlp", "unet")
+DENOISERS = ("mlp", "unet", "transformer")
 PREDICTION_TYPES = ("epsilon", "sample")
 # The time fed to the denoiser for flow matching: s in [0, 1] scaled to the DDPM step range, so one
 # timestep embedding serves both objectives.
@@ -32,11 +33,16 @@ class DiffusionConfig(PolicyConfig):
     """Diffusion policy: DDPM or flow-matching training; DDPM, DDIM, Euler, Heun or one-step sampling."""
 
     denoiser: str = "mlp"
-    """Denoiser network: ``mlp`` (fast on a CPU) or ``unet`` (1-D temporal U-Net, FiLM)."""
+    """Denoiser network: ``mlp`` (fast on a CPU), ``unet`` (1-D temporal U-Net, FiLM) or
+    ``transformer`` (causal over the chunk, cross-attending to the condition)."""
     hidden_dims: tuple[int, ...] = (512, 512, 512)
     """Hidden widths of the MLP denoiser."""
     unet_dims: tuple[int, ...] = (64, 128, 256)
     """Channel widths per level of the U-Net denoiser."""
+    d_model: int = 128
+    """Width of the transformer denoiser."""
+    n_layers: int = 4
+    """Decoder layers of the transformer denoiser."""
     num_train_timesteps: int = 100
     """T: diffusion steps of the training schedule (cosine)."""
     objective: str = "ddpm"
@@ -94,8 +100,12 @@ class DiffusionPolicy(Policy):
         cond_dim = c.n_obs_steps * c.obs_dim
         if c.denoiser == "mlp":
             self.denoiser: nn.Module = MlpDenoiser(c.horizon, c.action_dim, cond_dim, c.hidden_dims)
-        else:
+        elif c.denoiser == "unet":
             self.denoiser = UNet1DDenoiser(c.horizon, c.action_dim, cond_dim, c.unet_dims)
+        else:
+            # One condition token per observation step, as in Diffusion Policy's transformer.
+            self.denoiser = TransformerDenoiser(c.horizon, c.action_dim, cond_dim, d_model=c.d_model,
+                                                n_layers=c.n_layers, n_cond_tokens=c.n_obs_steps)
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(c.num_train_timesteps),
                              persistent=False)
         self._step_cache: dict[tuple[int, str], list] = {}

@@ -91,8 +91,9 @@ class TransformerDenoiser(nn.Module):
         Returns:
             [B, H, Da].
         """
-        # Shape checks only (no data-dependent branches): under tracing they are evaluated once.
-        if x.shape[1:] != (self.horizon, self.action_dim) or cond.shape[1:] != (self.cond_dim,):
+        # A shape check, skipped while tracing (ONNX export), where sizes are traced values.
+        if not torch.jit.is_tracing() and (x.shape[1:] != (self.horizon, self.action_dim)
+                                           or cond.shape[1:] != (self.cond_dim,)):
             raise ValueError(f"x has shape {tuple(x.shape)} and cond {tuple(cond.shape)}; expected "
                              f"[B, {self.horizon}, {self.action_dim}] and [B, {self.cond_dim}]")
         tokens = self.drop(self.input_emb(x) + self.pos_emb)

@@ -8,7 +8,8 @@ from policies import POLICIES, load_policy, make_policy, save_policy
 from policies.diffusion.policy import DENOISERS
 
 SMALL = {"mlp": {"hidden_dims": (32, 32)},
-         "diffusion": {"hidden_dims": (32, 32), "unet_dims": (16, 32), "num_train_timesteps": 20,
+         "diffusion": {"hidden_dims": (32, 32), "unet_dims": (16, 32), "d_model": 32, "n_layers": 1,
+                       "num_train_timesteps": 20,
                        "num_inference_steps": 4}}
 SAMPLER_SETS = [{"objective": "ddpm", "sampler": "ddim"}, {"objective": "ddpm", "sampler": "ddpm"},
                 {"objective": "ddpm", "sampler": "ddim", "adaptive_tol": 0.05},
