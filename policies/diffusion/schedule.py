@@ -46,6 +46,16 @@ class SamplingStep:
     dir_coef: float
     sigma: float
 
+    @property
+    def x_coef(self) -> float:
+        """Weight of x_t in x_{t_prev} once the noise direction is folded in: ``dir_coef / b``."""
+        return self.dir_coef / self.sqrt_one_minus_ab
+
+    @property
+    def x0_coef(self) -> float:
+        """Weight of x0 in x_{t_prev}: ``sqrt_ab_prev - dir_coef * sqrt_ab / b``."""
+        return self.sqrt_ab_prev - self.dir_coef * self.sqrt_ab / self.sqrt_one_minus_ab
+
 
 def sampling_steps(alphas_cumprod: torch.Tensor, num_steps: int, eta: float) -> list[SamplingStep]:
     """Reverse-process coefficients for ``num_steps`` strided steps (``"leading"`` spacing).
@@ -93,15 +103,14 @@ def reverse_step(
         (x_{t_prev}, the clean-chunk estimate x0).
     """
     if prediction_type == "epsilon":
-        eps = model_out
-        x0 = (x_t - step.sqrt_one_minus_ab * eps) / step.sqrt_ab
+        x0 = torch.add(x_t, model_out, alpha=-step.sqrt_one_minus_ab).mul_(1.0 / step.sqrt_ab)
     else:  # "sample"
         x0 = model_out
     if clip_sample:
         x0 = x0.clamp(-1.0, 1.0)
-    # Recompute the noise direction from the (possibly clipped) clean estimate.
-    eps = (x_t - step.sqrt_ab * x0) / step.sqrt_one_minus_ab
-    x_prev = step.sqrt_ab_prev * x0 + step.dir_coef * eps
+    # x_prev = sqrt_ab_prev * x0 + dir_coef * eps with eps recomputed from the (clipped) x0,
+    # i.e. eps = (x_t - sqrt_ab * x0) / b: folded into two fused tensor ops per step.
+    x_prev = torch.add(x0 * step.x0_coef, x_t, alpha=step.x_coef)
     if step.sigma > 0 and noise is not None:
-        x_prev = x_prev + step.sigma * noise
+        x_prev.add_(noise, alpha=step.sigma)
     return x_prev, x0
