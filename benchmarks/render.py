@@ -44,6 +44,9 @@ def render(paths: list[Path]) -> str:
             out.append(f"| {b['bar']} | {_value(b['value'])} | {b['threshold']} | "
                        f"{'yes' if b['met'] else 'NO'} |")
         out.append("")
+        if doc["benchmark"] == "policy-latency":
+            out += ["Pareto front (success vs chunk latency): "
+                    "![pareto](benchmarks/results/policy-latency-pareto.png)", ""]
     return "\n".join(out)
 
 
