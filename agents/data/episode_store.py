@@ -152,6 +152,12 @@ class EpisodeStore:
         """Names of the per-step arrays."""
         return sorted(name for name, _ in self._data_arrays())
 
+    def step_shape(self, key: str) -> tuple[int, ...]:
+        """Per-step shape of the array ``key`` (e.g. ``(4,)`` for 4-D observations)."""
+        if key not in self.keys:
+            raise ValueError(f"dataset {str(self.path)!r} has no key {key!r}; it has {self.keys}")
+        return tuple(self._g[f"data/{key}"].shape[1:])
+
     @property
     def n_episodes(self) -> int:
         """Committed episodes."""
@@ -220,8 +226,8 @@ class EpisodeStore:
         if len(set(lengths.values())) != 1 or not next(iter(lengths.values())):
             raise ValueError(f"episode arrays have lengths {lengths}; expected one equal length > 0")
         for k, v in steps.items():
-            expected = self._g[f"data/{k}"].shape[1:]
-            if tuple(np.shape(v)[1:]) != tuple(expected):
+            expected = self.step_shape(k)
+            if tuple(np.shape(v)[1:]) != expected:
                 raise ValueError(f"episode {k!r} has step shape {np.shape(v)[1:]}; expected {expected}")
         meta = {"episode_id": int(episode_id), "seed": int(seed), "source": str(source),
                 "success": bool(success), "length": next(iter(lengths.values()))}

@@ -126,8 +126,7 @@ def _validation_loss(model: Policy, batches: _Batches | None, seed: int) -> floa
 
 def build_policy(run: BcRunConfig, store: EpisodeStore) -> Policy:
     """A fresh policy whose shapes come from the store's arrays."""
-    data_obs = store._g["data/obs"].shape[1:]
-    data_act = store._g["data/action"].shape[1:]
+    data_obs, data_act = store.step_shape("obs"), store.step_shape("action")
     overrides = dict(run.policy_config)
     overrides.update(obs_dim=int(np.prod(data_obs)), action_dim=int(np.prod(data_act)))
     overrides.setdefault("seed", run.train.seed)
