@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -11,6 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+# Re-exported: the seed functions live in a torch-free module for the deploy runtime.
+from agents.seeds import episode_id, episode_seed  # noqa: F401
 
 
 def seed_everything(seed: int) -> int:
@@ -27,17 +29,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def episode_seed(run_seed: int, index: int) -> int:
-    """The env reset seed of episode ``index`` of a run: a fixed function of both."""
-    return int(np.random.SeedSequence([int(run_seed), int(index)]).generate_state(1)[0])
-
-
-def episode_id(run_seed: int, index: int) -> int:
-    """A deterministic 63-bit id of episode ``index`` of a run, so retries never duplicate."""
-    digest = hashlib.sha256(f"{int(run_seed)}:{int(index)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def write_json_atomic(path: str | os.PathLike, doc: Any) -> Path:
