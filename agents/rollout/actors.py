@@ -1,4 +1,8 @@
-"""What acts in a rollout: a task expert or a saved policy, both behind one small protocol."""
+"""What acts in a rollout: a task expert or a saved policy, both behind one small protocol.
+
+Every factory here also has ``batch(envs)``, which builds the batch actor a rollout worker uses for
+all its env slots (``agents.rollout.batch_actors``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,12 @@ from typing import Protocol
 import gymnasium as gym
 import numpy as np
 
+from agents.rollout.batch_actors import (
+    PerSlotBatchActor,
+    PolicyBatchActor,
+    Sb3BatchActor,
+    robots_per_env,
+)
 from envs import make_expert
 from policies import Policy, load_policy
 
@@ -133,6 +143,11 @@ class _Sb3Factory:
     def __call__(self, env: gym.Env) -> Sb3ExpertActor:
         return Sb3ExpertActor(self.path)
 
+    def batch(self, envs: list[gym.Env]) -> Sb3BatchActor:
+        """One model, one ``predict`` over every slot."""
+        actor = Sb3ExpertActor(self.path)
+        return Sb3BatchActor(actor.model, actor.source)
+
 
 class _ExpertFactory:
     def __init__(self, env_id: str, name: str) -> None:
@@ -140,6 +155,10 @@ class _ExpertFactory:
 
     def __call__(self, env: gym.Env) -> ExpertActor:
         return ExpertActor(self.env_id, self.name, env)
+
+    def batch(self, envs: list[gym.Env]) -> PerSlotBatchActor:
+        """One expert per slot: experts keep per-episode state (the chosen mode, detours)."""
+        return PerSlotBatchActor(self, envs)
 
 
 class PolicyActorFactory:
@@ -156,3 +175,20 @@ class PolicyActorFactory:
             torch.set_num_threads(self.threads)
         policy, _ = load_policy(self.policy_dir)
         return PolicyActor(policy, self.source)
+
+    def batch(self, envs: list[gym.Env]) -> PolicyBatchActor | PerSlotBatchActor:
+        """One policy copy serving every robot of every slot in one call per step.
+
+        Temporal ensembling and warm starts keep batch-wide state inside the policy, so those run
+        one policy copy per slot instead.
+        """
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        policy, _ = load_policy(self.policy_dir)
+        c = policy.config
+        if c.temporal_ensemble > 0 or getattr(c, "warm_start", 0.0) > 0:
+            return PerSlotBatchActor(self, envs)
+        n = robots_per_env(c.obs_dim, c.action_dim, envs[0])
+        return PolicyBatchActor(policy, len(envs), n, self.source)

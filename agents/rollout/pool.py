@@ -1,12 +1,310 @@
-"""Run many seeded episodes locally or on Ray actors; results stream back as they finish."""
+"""A pool of rollout workers, in this process or as Ray actors, that survives crashes and hangs.
+
+Jobs ``(episode index, seed)`` go out in calls of ``episodes_per_call``; each worker has two calls
+queued so it never waits for the driver. Results stream back call by call, in completion order.
+
+Fault tolerance: a Ray worker that dies (SIGKILL, OOM, segfault) is restarted by Ray
+(``max_restarts``) and the episodes of its lost calls are run again from their seeds, so they come
+out the same; a worker whose env step runs over ``step_timeout`` is reported with its worker and
+env index, killed and restarted the same way. An episode that fails ``max_attempts`` times ends the
+run with :class:`RolloutError`. Nothing is yielded twice: a lost call returns nothing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from agents.rollout.worker import EpisodeResult, RolloutWorker
+from agents.rollout.worker import EpisodeResult, StepTimeoutError, VecRolloutWorker
+
+log = logging.getLogger(__name__)
+
+
+class RolloutError(RuntimeError):
+    """An episode could not be completed within its attempts; the message says why."""
+
+
+@dataclass(kw_only=True)
+class PoolConfig:
+    """Where and how rollouts run."""
+
+    workers: int = 0
+    """0 runs in this process; W > 0 starts W Ray actors."""
+    envs_per_worker: int = 1
+    """Envs M each worker steps together (one batched policy call per control step)."""
+    ray_address: str | None = None
+    """Join this Ray cluster instead of starting a local one."""
+    cpus_per_worker: float = 1.0
+    """Ray CPUs reserved per worker."""
+    episodes_per_call: int = 0
+    """Episodes per worker call; 0 picks ``4 * envs_per_worker``."""
+    step_timeout: float | None = 60.0
+    """Seconds one env step may take before it is reported as hung (None: no limit)."""
+    max_restarts: int = 3
+    """Restarts Ray grants each worker actor."""
+    max_attempts: int = 3
+    """Runs of one episode (its first included) before the rollout gives up."""
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers}; expected 0 (in-process) or a positive count")
+        for name in ("envs_per_worker", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; expected >= 1")
+        if self.episodes_per_call < 0 or self.max_restarts < 0 or self.cpus_per_worker <= 0:
+            raise ValueError(f"episodes_per_call={self.episodes_per_call}, max_restarts="
+                             f"{self.max_restarts}, cpus_per_worker={self.cpus_per_worker}; expected "
+                             ">= 0, >= 0 and > 0")
+        if self.step_timeout is not None and self.step_timeout <= 0:
+            raise ValueError(f"step_timeout={self.step_timeout}; expected seconds > 0 or None")
+
+    @property
+    def per_call(self) -> int:
+        """Episodes per worker call."""
+        return self.episodes_per_call or 4 * self.envs_per_worker
+
+    @property
+    def uses_ray(self) -> bool:
+        """Whether the workers are Ray actors."""
+        return self.workers > 0 or self.ray_address is not None
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start Ray embedded (no dashboard, bound to 127.0.0.1) or join ``address``; no-op if running."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, num_cpus=num_cpus or os.cpu_count(),
+                 _node_ip_address="127.0.0.1", log_to_driver=False)
+
+
+class RolloutPool:
+    """W rollout workers of M envs each (or one in-process worker), fed job lists.
+
+    Args:
+        env_factory: Picklable callable returning a fresh env.
+        actor_factory: Picklable ``env -> Actor`` (with optional ``batch``); None for RL stepping.
+        config: Placement and fault-tolerance settings.
+    """
+
+    def __init__(self, env_factory: Callable, actor_factory: Callable | None,
+                 config: PoolConfig | None = None) -> None:
+        self.config = config or PoolConfig()
+        self.env_factory, self.actor_factory = env_factory, actor_factory
+        # Worker -> (why the pool killed it, when): reported with the calls it loses.
+        self._kill_reasons: dict[int, tuple[str, float]] = {}
+        c = self.config
+        if not c.uses_ray:
+            self._local = self._new_local_worker()
+            self._actors: list = []
+            return
+        import ray
+
+        workers = max(c.workers, 1)
+        init_ray(c.ray_address, max(os.cpu_count() or 1, math.ceil(workers * c.cpus_per_worker)))
+        remote = ray.remote(concurrency_groups={"control": 1})(VecRolloutWorker).options(
+            num_cpus=c.cpus_per_worker, max_restarts=c.max_restarts, max_task_retries=0)
+        # The pool watches Ray workers through heartbeats; in-worker alarms are for the main thread.
+        self._actors = [remote.remote(env_factory, actor_factory, c.envs_per_worker, i, None)
+                        for i in range(workers)]
+        self._local = None
+
+    def _new_local_worker(self) -> VecRolloutWorker:
+        c = self.config
+        return VecRolloutWorker(self.env_factory, self.actor_factory, c.envs_per_worker, 0,
+                                c.step_timeout)
+
+    @property
+    def n_workers(self) -> int:
+        """Workers in the pool (1 when in-process)."""
+        return len(self._actors) or 1
+
+    @property
+    def num_envs(self) -> int:
+        """Envs over all workers."""
+        return self.n_workers * self.config.envs_per_worker
+
+    def worker_pids(self) -> list[int]:
+        """Process id of each worker."""
+        if self._local is not None:
+            return [os.getpid()]
+        import ray
+
+        return ray.get([a.pid.remote() for a in self._actors])
+
+    # -- episodes -----------------------------------------------------------------------------
+    def run(self, jobs: Sequence[tuple[int, int]], *, progress: bool = False,
+            desc: str = "episodes") -> Iterator[EpisodeResult]:
+        """Yield one result per ``(index, seed)`` job, in completion order, each exactly once."""
+        per_call = self.config.per_call
+        jobs = list(jobs)
+        calls = deque(jobs[i:i + per_call] for i in range(0, len(jobs), per_call))
+        bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
+        try:
+            source = self._run_local(calls) if self._local is not None else self._run_ray(calls)
+            for result in source:
+                bar.update()
+                yield result
+        finally:
+            bar.close()
+
+    def _charge(self, attempts: dict[int, int], call: list, reason: str) -> None:
+        """Count a failed attempt for every episode of a lost call; give up past max_attempts."""
+        log.warning("rollout call of episodes %s lost, re-running from their seeds: %s",
+                    [i for i, _ in call], reason)
+        for index, seed in call:
+            attempts[index] = attempts.get(index, 1) + 1
+            if attempts[index] > self.config.max_attempts:
+                raise RolloutError(f"episode {index} (seed {seed}) failed "
+                                   f"{self.config.max_attempts} times; last: {reason}")
+
+    def _run_local(self, calls: deque) -> Iterator[EpisodeResult]:
+        attempts: dict[int, int] = {}
+        while calls:
+            call = calls.popleft()
+            try:
+                results = self._local.run_jobs(call)
+            except StepTimeoutError as exc:
+                # The interrupted env may be mid-step: rebuild the worker's envs from the factory.
+                self._local.close()
+                self._local = self._new_local_worker()
+                self._charge(attempts, call, str(exc))
+                calls.appendleft(call)
+                continue
+            yield from results
+
+    def _run_ray(self, calls: deque) -> Iterator[EpisodeResult]:
+        import ray
+        from ray.exceptions import ActorDiedError, RayActorError
+
+        attempts: dict[int, int] = {}
+        inflight: dict[Any, tuple[int, list]] = {}
+        load = [0] * len(self._actors)
+        alive = set(range(len(self._actors)))
+        poll = min(1.0, self.config.step_timeout / 2) if self.config.step_timeout else None
+        while calls or inflight:
+            for w in sorted(alive):
+                while load[w] < 2 and calls:
+                    call = calls.popleft()
+                    inflight[self._actors[w].run_jobs.remote(call)] = (w, call)
+                    load[w] += 1
+            if not inflight:
+                raise RolloutError("every rollout worker died and used up its restarts "
+                                   f"(max_restarts={self.config.max_restarts})")
+            done, _ = ray.wait(list(inflight), num_returns=1, timeout=poll)
+            if not done:
+                self._watch({w for w, _ in inflight.values()})
+                continue
+            w, call = inflight.pop(done[0])
+            load[w] -= 1
+            try:
+                results = ray.get(done[0])
+            except RayActorError as exc:
+                reason = self._kill_reasons.get(w, (None,))[0] or (
+                    f"worker {w} died ({type(exc).__name__})")
+                self._charge(attempts, call, reason)
+                calls.appendleft(call)
+                if isinstance(exc, ActorDiedError):  # restarts used up: Ray will not bring it back
+                    alive.discard(w)
+                continue
+            self._kill_reasons.pop(w, None)
+            yield from results
+
+    def _watch(self, busy: set[int]) -> None:
+        """Kill (for Ray to restart) each busy worker whose env step ran over ``step_timeout``."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        limit = self.config.step_timeout
+        now = time.monotonic()
+        for w in sorted(busy):
+            if now - self._kill_reasons.get(w, ("", -math.inf))[1] < limit:
+                continue  # killed moments ago: let Ray restart it first
+            actor = self._actors[w]
+            try:
+                beat = ray.get(actor.heartbeat.options(concurrency_group="control").remote(),
+                               timeout=limit)
+            except GetTimeoutError:
+                # A step that holds the GIL starves the heartbeat thread too.
+                reason = f"worker {w} unresponsive for {limit:.1f} s"
+            except RayActorError:
+                continue  # already dead: its calls fail and are re-run
+            else:
+                if beat is None or beat["seconds"] <= limit:
+                    continue
+                reason = str(StepTimeoutError(w, beat["env_index"], beat["episode_index"],
+                                              beat["seed"], beat["seconds"]))
+            log.warning("%s; killing it for a restart", reason)
+            self._kill_reasons[w] = (reason, time.monotonic())
+            ray.kill(actor, no_restart=False)
+
+    # -- RL stepping ----------------------------------------------------------------------------
+    def call_workers(self, method: str, args_per_worker: Sequence[tuple]) -> list[Any]:
+        """``worker.method(*args)`` on every worker at once; results in worker order.
+
+        A worker that dies or hangs here ends the call with :class:`RolloutError` naming it: an RL
+        step cannot be re-run from a seed the way an episode can.
+        """
+        if self._local is not None:
+            return [getattr(self._local, method)(*args_per_worker[0])]
+        import ray
+        from ray.exceptions import RayActorError
+
+        refs = [getattr(a, method).remote(*args) for a, args in
+                zip(self._actors, args_per_worker, strict=True)]
+        poll = min(1.0, self.config.step_timeout / 2) if self.config.step_timeout else None
+        pending = set(refs)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=poll)
+            pending -= set(done)
+            if pending:
+                self._watch({refs.index(r) for r in pending})
+        try:
+            return ray.get(refs)
+        except RayActorError as exc:
+            w = next(i for i, r in enumerate(refs) if _failed(r))
+            reason = self._kill_reasons.pop(w, (None,))[0] or (
+                f"worker {w} died ({type(exc).__name__})")
+            raise RolloutError(f"{method} failed: {reason}") from exc
+
+    def close(self) -> None:
+        """Stop the workers (Ray itself keeps running for the next pool)."""
+        if self._local is not None:
+            self._local.close()
+            return
+        import ray
+
+        for actor in self._actors:
+            ray.kill(actor, no_restart=True)
+        self._actors = []
+
+    def __enter__(self) -> RolloutPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _failed(ref) -> bool:
+    import ray
+
+    try:
+        ray.get(ref, timeout=0)
+    except Exception:  # noqa: BLE001 - any failure marks the worker that failed
+        return True
+    return False
 
 
 def run_episodes(
@@ -18,6 +316,7 @@ def run_episodes(
     ray_address: str | None = None,
     desc: str = "episodes",
     progress: bool = True,
+    **pool_options: Any,
 ) -> Iterator[EpisodeResult]:
     """Yield one ``EpisodeResult`` per ``(index, seed)`` job, in completion order.
 
@@ -29,50 +328,8 @@ def run_episodes(
         ray_address: Join this Ray cluster instead of starting a local one.
         desc: Progress bar label.
         progress: Show a progress bar.
+        **pool_options: Further :class:`PoolConfig` fields (``envs_per_worker``, ``step_timeout``...).
     """
-    if workers < 0:
-        raise ValueError(f"workers={workers}; expected 0 (in-process) or a positive count")
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
-    try:
-        if workers == 0 and ray_address is None:
-            worker = RolloutWorker(env_factory, actor_factory)
-            try:
-                for index, seed in jobs:
-                    yield worker.run_episode(index, seed)
-                    bar.update()
-            finally:
-                worker.close()
-        else:
-            yield from _run_on_ray(env_factory, actor_factory, jobs, max(workers, 1), ray_address, bar)
-    finally:
-        bar.close()
-
-
-def _run_on_ray(env_factory, actor_factory, jobs, workers, ray_address, bar):
-    import ray
-
-    if not ray.is_initialized():
-        if ray_address:
-            ray.init(address=ray_address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, num_cpus=workers, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
-    # A crashed actor restarts; the episode it held is re-run from its seed (same result).
-    remote = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(RolloutWorker)
-    actors = [remote.remote(env_factory, actor_factory) for _ in range(workers)]
-    pending, queue = {}, list(jobs)
-    for actor in actors:
-        if queue:
-            index, seed = queue.pop(0)
-            pending[actor.run_episode.remote(index, seed)] = actor
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        actor = pending.pop(done[0])
-        result = ray.get(done[0])
-        if queue:
-            index, seed = queue.pop(0)
-            pending[actor.run_episode.remote(index, seed)] = actor
-        bar.update()
-        yield result
-    for actor in actors:
-        ray.kill(actor)
+    config = PoolConfig(workers=workers, ray_address=ray_address, **pool_options)
+    with RolloutPool(env_factory, actor_factory, config) as pool:
+        yield from pool.run(jobs, progress=progress, desc=desc)
