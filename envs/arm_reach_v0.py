@@ -18,8 +18,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import EzPickle
 
-from envs.constraints import ConstraintSpec, constraint_spec_from_model
+from envs.constraints import ConstraintSpec, compile_with_obstacles, constraint_spec_from_model
 from envs.mujoco_task import MujocoTaskEnv
+from envs.robot_models import planar_arm_model
+from sim_assets import asset_path
 
 # Spacing of the points sampled along each link for clearance checks, metres. A sampled check
 # overestimates the clearance by at most half of this, which the clearance margins absorb.
@@ -188,6 +190,9 @@ class ArmReachEnv(MujocoTaskEnv):
         render_mode: ``None`` or ``"rgb_array"``.
         width: Rendered frame width.
         height: Rendered frame height.
+        extra_obstacles: Obstacles added to the scene (``envs.constraints.obstacle_from_dict``
+            documents, e.g. ``{"kind": "sphere", "pos": [0.3, 0.4, 0], "size": [0.06]}``); they
+            collide with the links, appear in ``constraint_spec`` and are avoided by target sampling.
     """
 
     def __init__(
@@ -197,20 +202,25 @@ class ArmReachEnv(MujocoTaskEnv):
         render_mode: str | None = None,
         width: int = 240,
         height: int = 240,
+        extra_obstacles: tuple[dict, ...] = (),
     ) -> None:
         if not 0.0 < goal_radius <= 0.2:
             raise ValueError(f"goal_radius {goal_radius} is out of range; expected 0 < r <= 0.2")
         # Up to 0.15 rad the start pose keeps over 0.25 m from every obstacle.
         if not 0.0 <= start_noise <= 0.15:
             raise ValueError(f"start_noise {start_noise} is out of range; expected 0 <= s <= 0.15")
-        EzPickle.__init__(self, goal_radius, start_noise, render_mode, width, height)
+        EzPickle.__init__(self, goal_radius, start_noise, render_mode, width, height, extra_obstacles)
+        self._extra_obstacles = [dict(o) for o in extra_obstacles]
         high = np.array([1.0] * 6 + [np.inf] * 7, dtype=np.float32)
         obs_space = gym.spaces.Box(-high, high, dtype=np.float32)
         super().__init__("arm_reach.xml", 5, obs_space, render_mode, width, height)
         self.goal_radius = float(goal_radius)
         self.start_noise = float(start_noise)
         m = self.model
-        self.constraint_spec: ConstraintSpec = constraint_spec_from_model(m, min_robot_distance=0.0)
+        robot = planar_arm_model(m, self.frame_skip, ("link1", "link2", "link3"), "end_effector",
+                                 obs_cos_index=(0, 1, 2), obs_sin_index=(3, 4, 5), obs_qvel_index=(6, 7, 8))
+        self.constraint_spec: ConstraintSpec = constraint_spec_from_model(m, min_robot_distance=0.0,
+                                                                          robot=robot)
         if list(self.constraint_spec.joint_qpos_index) != list(range(m.nq)):
             raise ValueError("arm_reach.xml must have exactly the three arm joints as its qpos")
         links = [m.geom(f"link{i}") for i in (1, 2, 3)]
@@ -244,6 +254,11 @@ class ArmReachEnv(MujocoTaskEnv):
         return self._target.copy()
 
     # -- task hooks ------------------------------------------------------------------------
+    def _load_model(self, xml_name: str):
+        # Extra obstacles get the obstacle collision class: they touch links, never each other.
+        return compile_with_obstacles(str(asset_path(xml_name)), self._extra_obstacles, contype=0,
+                                      conaffinity=1, rgba=[0.75, 0.3, 0.25, 1.0])
+
     def _reset_task(self, options: dict) -> None:
         lay, rng = self.layout, self.np_random
         self.data.qpos[:] = lay.home + rng.uniform(-self.start_noise, self.start_noise, size=3)

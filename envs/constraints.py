@@ -8,11 +8,14 @@ are numpy only and cheap enough to run every env step.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import mujoco
 import numpy as np
+
+from envs.robot_models import RobotModel, frozen_array
 
 OBSTACLE_KINDS = ("sphere", "capsule", "box")
 
@@ -24,16 +27,20 @@ _GEOM_KINDS = {
 _LIMITED_JOINTS = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
 
 
-def _frozen(value, name: str, shape: tuple[int | None, ...] | None = None, dtype=np.float64) -> np.ndarray:
-    """A read-only copy of ``value``, so a shared frozen spec cannot be changed through an array."""
-    arr = np.array(value, dtype=dtype, copy=True)
-    if shape is not None and (
-        arr.ndim != len(shape)
-        or any(s is not None and s != n for s, n in zip(shape, arr.shape, strict=True))
-    ):
-        raise ValueError(f"{name} has shape {arr.shape}; expected {tuple(shape)} (None = any length)")
-    arr.setflags(write=False)
-    return arr
+_frozen = frozen_array
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, tuples and arrays as nested dicts, lists and Python scalars."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -88,6 +95,7 @@ class Obstacle:
         return outside + np.minimum(q.max(axis=-1), 0.0)
 
 
+
 class ViolationCounts(NamedTuple):
     """How many joint coordinates break each limit (ints for one state, arrays for a batch)."""
 
@@ -136,6 +144,11 @@ class ConstraintSpec:
     """Static obstacles in the world frame."""
     min_robot_distance: float | None = None
     """Smallest allowed distance between the robot's surface and any obstacle, metres, or ``None``."""
+    inter_robot_distance: float | None = None
+    """Smallest allowed centre-to-centre distance between two robots of a multi-robot scene
+    (MultiRobotArena), metres, or ``None``."""
+    robot: RobotModel | None = None
+    """The robot's forward model (kinematics and dynamics as plain data), or ``None``."""
 
     def __post_init__(self) -> None:
         n_act, n_jnt = len(self.actuator_names), len(self.joint_names)
@@ -171,8 +184,27 @@ class ConstraintSpec:
         object.__setattr__(self, "obstacles", tuple(self.obstacles))
         if not all(isinstance(o, Obstacle) for o in self.obstacles):
             raise ValueError(f"obstacles {self.obstacles!r} must all be Obstacle instances")
-        if self.min_robot_distance is not None:
-            object.__setattr__(self, "min_robot_distance", float(self.min_robot_distance))
+        for name in ("min_robot_distance", "inter_robot_distance"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+        if self.robot is not None and not isinstance(self.robot, RobotModel):
+            raise ValueError(f"robot {self.robot!r} must be a RobotModel or None")
+
+    def replace(self, **changes: Any) -> ConstraintSpec:
+        """A copy with some fields changed (validated again), e.g. tighter limits for an evaluation."""
+        return dataclasses.replace(self, **changes)
+
+    def with_obstacles(self, *obstacles: Obstacle) -> ConstraintSpec:
+        """A copy with ``obstacles`` added to the spec's own."""
+        return self.replace(obstacles=self.obstacles + tuple(obstacles))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready builtins (lists, floats, strings, ``None``; ``inf`` stays a float).
+
+        This is the form that crosses into ``policies`` (``policy.set_constraints``), which must not
+        import this module (it imports MuJoCo).
+        """
+        return _plain(self)
 
     def count_violations(
         self, joint_position: np.ndarray, joint_velocity: np.ndarray, tol: float = 0.0
@@ -228,6 +260,7 @@ def constraint_spec_from_model(
     workspace_high: np.ndarray | None = None,
     action_rate_limit: np.ndarray | None = None,
     min_robot_distance: float | None = None,
+    robot: RobotModel | None = None,
 ) -> ConstraintSpec:
     """Read a ``ConstraintSpec`` from a MuJoCo model.
 
@@ -244,8 +277,10 @@ def constraint_spec_from_model(
         workspace_name: Custom numeric holding the workspace box; ``+-inf`` when absent.
         workspace_low: (2,) overrides the workspace's lower corner.
         workspace_high: (2,) overrides the workspace's upper corner.
-        action_rate_limit: (A,) optional limit on control change per step.
+        action_rate_limit: (A,) limit on control change per step; default: the custom numeric
+            ``action_rate_limit`` when the MJCF has one, else none.
         min_robot_distance: Optional clearance the robot must keep from obstacles, metres.
+        robot: The robot's forward model (``envs.robot_models``), if the task provides one.
 
     Returns:
         The spec, plain numpy data.
@@ -284,6 +319,9 @@ def constraint_spec_from_model(
     elif bounds.shape != (4,):
         raise ValueError(f"custom numeric {workspace_name!r} has {bounds.size} values; expected 4")
 
+    if action_rate_limit is None:
+        action_rate_limit = _custom_numeric(model, "action_rate_limit")
+
     # Geom world poses need kinematics; a private MjData keeps the caller's state untouched.
     data = mujoco.MjData(model)
     mujoco.mj_kinematics(model, data)
@@ -318,4 +356,66 @@ def constraint_spec_from_model(
         workspace_high=bounds[2:] if workspace_high is None else workspace_high,
         obstacles=tuple(obstacles),
         min_robot_distance=min_robot_distance,
+        robot=robot,
     )
+
+
+def obstacle_from_dict(doc: dict[str, Any], name: str) -> tuple[str, np.ndarray, np.ndarray, float]:
+    """Validate one obstacle given as plain data (e.g. task kwargs on the command line).
+
+    Args:
+        doc: ``{"kind": "sphere"|"capsule"|"box", "pos": [x, y, z], "size": [...], "yaw": rad}``;
+            ``size`` follows MuJoCo (sphere ``[r]``, capsule ``[r, half_length]`` with its axis in
+            the x-y plane along ``yaw``, box ``[hx, hy, hz]``); ``yaw`` is optional (0).
+        name: The geom name to give it.
+
+    Returns:
+        ``(kind, pos (3,), size (3,), yaw)``.
+
+    Raises:
+        ValueError: On an unknown kind, a missing key or a wrong-sized position or size.
+    """
+    kind = doc.get("kind")
+    if kind not in OBSTACLE_KINDS:
+        raise ValueError(
+            f"obstacle {name!r} kind {kind!r} is not supported; expected one of {OBSTACLE_KINDS}"
+        )
+    pos = np.asarray(doc.get("pos", ()), dtype=np.float64)
+    size = np.asarray(doc.get("size", ()), dtype=np.float64)
+    n_size = {"sphere": 1, "capsule": 2, "box": 3}[kind]
+    if pos.shape != (3,) or size.shape != (n_size,) or np.any(size <= 0):
+        raise ValueError(f"obstacle {name!r} has pos {pos.tolist()} and size {size.tolist()}; expected "
+                         f"3 numbers and {n_size} positive number(s) for a {kind}")
+    return kind, pos, np.pad(size, (0, 3 - n_size)), float(doc.get("yaw", 0.0))
+
+
+def compile_with_obstacles(
+    xml_path: str, obstacles: list[dict[str, Any]], **geom_attrs: Any
+) -> mujoco.MjModel:
+    """Compile an MJCF scene with extra static obstacles added to its world body.
+
+    The new geoms are named ``obstacle_extra_<i>``, so ``constraint_spec_from_model`` reads them like
+    the scene's own obstacles; a capsule lies in the x-y plane (its axis turned by ``yaw`` from +x).
+
+    Args:
+        xml_path: The scene's MJCF file.
+        obstacles: Obstacles as ``obstacle_from_dict`` documents.
+        **geom_attrs: Attributes set on every new geom (e.g. ``contype``, ``conaffinity``, ``rgba``).
+
+    Returns:
+        The compiled model.
+    """
+    spec = mujoco.MjSpec.from_file(xml_path)
+    types = {"sphere": mujoco.mjtGeom.mjGEOM_SPHERE, "capsule": mujoco.mjtGeom.mjGEOM_CAPSULE,
+             "box": mujoco.mjtGeom.mjGEOM_BOX}
+    for i, doc in enumerate(obstacles):
+        name = f"obstacle_extra_{i}"
+        kind, pos, size, yaw = obstacle_from_dict(doc, name)
+        # A capsule's axis is its local z: tip it into the plane (pitch 90 deg), then turn it by yaw.
+        pitch = np.pi / 2 if kind == "capsule" else 0.0
+        quat = np.zeros(4)
+        mujoco.mju_euler2Quat(quat, [0.0, pitch, yaw], "XYZ")  # extrinsic: pitch first, then yaw
+        geom = spec.worldbody.add_geom(name=name, type=types[kind], pos=pos, size=size, quat=quat)
+        for key, value in geom_attrs.items():
+            setattr(geom, key, value)
+    return spec.compile()

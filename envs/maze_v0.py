@@ -14,8 +14,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import EzPickle
 
+from envs.constraints import constraint_spec_from_model
 from envs.maze_layouts import MazeLayout, make_layout
 from envs.mujoco_task import MujocoTaskEnv
+from envs.robot_models import point_mass_model
 
 
 class MazeEnv(MujocoTaskEnv):
@@ -55,6 +57,10 @@ class MazeEnv(MujocoTaskEnv):
         # Distance to the goal after the last step; _reward_terms sets it and _is_success (which
         # the base calls right after) reads it, so the distance is computed once per step.
         self._dist = 0.0
+        # The maze walls are the obstacles.
+        self.constraint_spec = constraint_spec_from_model(
+            self.model, obstacle_prefix="wall", min_robot_distance=0.0,
+            robot=point_mass_model(self.model, self.frame_skip))
 
     def _reset_task(self, options: dict) -> None:
         start = self._starts[self.np_random.integers(len(self._starts))]

@@ -9,6 +9,7 @@ import mujoco
 import numpy as np
 from gymnasium.utils import EzPickle
 
+from envs.constraints import ConstraintSpec, constraint_spec_from_model
 from sim_assets import asset_path
 
 # Warnings MuJoCo raises when the state blows up (BADQPOS, BADQVEL, BADQACC, BADCTRL: contiguous
@@ -49,7 +50,7 @@ class MujocoTaskEnv(gym.Env, EzPickle):
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; expected None or 'rgb_array'")
-        self.model = mujoco.MjModel.from_xml_path(str(asset_path(xml_name)))
+        self.model = self._load_model(xml_name)
         self.data = mujoco.MjData(self.model)
         self.frame_skip = int(frame_skip)
         self.render_mode = render_mode
@@ -66,6 +67,12 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         self._ctrl, self._qpos, self._qvel = self.data.ctrl, self.data.qpos, self.data.qvel
         self.observation_space = observation_space
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.dt)}
+        # Limits read from the MJCF; tasks replace it with a fuller spec (robot model, workspace).
+        self.constraint_spec: ConstraintSpec = constraint_spec_from_model(self.model)
+
+    def _load_model(self, xml_name: str) -> mujoco.MjModel:
+        """Compile the task's scene (override to edit it first, e.g. add obstacles with MjSpec)."""
+        return mujoco.MjModel.from_xml_path(str(asset_path(xml_name)))
 
     @property
     def dt(self) -> float:

@@ -213,6 +213,11 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         self._d2_diag = self._d2_flat[:: n + 1]
         self._row_base = np.arange(n) * n  # flat index of each row's first entry
         self._flat = np.zeros(n, dtype=np.intp)
+        # Robots must keep apart: two radii centre to centre (the walls bound the workspace).
+        half = self.layout.half_size - ROBOT_RADIUS
+        self.constraint_spec = self.constraint_spec.replace(
+            inter_robot_distance=2 * ROBOT_RADIUS, workspace_low=[-half, -half],
+            workspace_high=[half, half])
         self._reset_step_stats()
 
     @property

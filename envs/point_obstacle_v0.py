@@ -17,7 +17,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import EzPickle
 
+from envs.constraints import constraint_spec_from_model
 from envs.mujoco_task import MujocoTaskEnv
+from envs.robot_models import point_mass_model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +84,10 @@ class PointObstacleEnv(MujocoTaskEnv):
         self._obstacle_x, self._obstacle_y = (float(v) for v in self.layout.obstacle_center)
         self._prev_dist = 0.0
         self._mode: str | None = None
+        # The walls' inner faces bound the workspace (robot centre), the box is the obstacle.
+        self.constraint_spec = constraint_spec_from_model(
+            m, workspace_low=[-1.0, -1.2], workspace_high=[1.0, 1.2], min_robot_distance=0.0,
+            robot=point_mass_model(m, self.frame_skip))
 
     def _reset_task(self, options: dict) -> None:
         x0 = self.np_random.uniform(-self.start_spread, self.start_spread)

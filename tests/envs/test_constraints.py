@@ -141,3 +141,83 @@ def test_bad_models_and_specs_are_rejected_naming_the_value(spec):
         ConstraintSpec(**{**kwargs, "joint_velocity_limit": np.ones(2)})
     with pytest.raises(ValueError, match="cylinder"):
         Obstacle(name="x", kind="cylinder", position=np.zeros(3), size=np.ones(3), rotation=np.eye(3))
+
+
+def test_arm_robot_model_read_from_the_mjcf_matches_hand_written_numbers():
+    import envs
+
+    spec = envs.make_env("kinodiff/ArmReach-v0").unwrapped.constraint_spec
+    r = spec.robot
+    assert r.kind == "planar_arm" and r.substeps == 5 and r.timestep == 0.005  # frame_skip 5, 5 ms
+    np.testing.assert_allclose(r.link_lengths, [0.4, 0.35, 0.25])  # body pos 0.4, 0.35; site 0.25
+    np.testing.assert_allclose(r.mass, [1.0, 0.8, 0.5])
+    np.testing.assert_allclose(r.com, [0.2, 0.175, 0.125])  # capsules centred on their links
+    np.testing.assert_allclose(r.gear, [8.0, 5.0, 2.0])
+    np.testing.assert_allclose(r.damping, [0.5, 0.5, 0.2])
+    np.testing.assert_allclose(r.armature, [0.01, 0.01, 0.01])
+    # izz of a capsule about its centre, for link 1: MuJoCo's body_inertia about the axis across it
+    model = mujoco.MjModel.from_xml_path(str(asset_path("arm_reach.xml")))
+    np.testing.assert_allclose(r.inertia[0], model.body_inertia[model.body("link1").id, 0])
+    np.testing.assert_array_equal(r.obs_cos_index, [0, 1, 2])
+    np.testing.assert_array_equal(r.obs_sin_index, [3, 4, 5])
+    np.testing.assert_array_equal(r.obs_qvel_index, [6, 7, 8])
+    assert r.dt == pytest.approx(0.025)
+
+
+def test_every_task_exposes_a_plain_data_spec_that_survives_json():
+    import json
+
+    import envs
+    from envs.robot_models import RobotModel
+
+    kinds = {}
+    for env_id in envs.ENV_SPECS:
+        spec = envs.make_env(env_id).unwrapped.constraint_spec
+        assert isinstance(spec, ConstraintSpec), env_id
+        doc = json.loads(json.dumps(spec.to_dict()))
+        np.testing.assert_array_equal(doc["ctrl_low"], spec.ctrl_low)
+        assert len(doc["obstacles"]) == len(spec.obstacles)
+        kinds[env_id] = spec.robot.kind if isinstance(spec.robot, RobotModel) else None
+    assert kinds["kinodiff/PointObstacle-v0"] == kinds["kinodiff/Maze-v0"] == "point_mass"
+    assert kinds["kinodiff/ArmReach-v0"] == "planar_arm"
+    arena = envs.make_env("kinodiff/MultiRobotArena-v0").unwrapped.constraint_spec
+    assert arena.inter_robot_distance == pytest.approx(0.1)  # two robot radii of 0.05
+
+
+def test_extra_obstacles_are_compiled_into_the_scene_and_the_spec():
+    import envs
+
+    extra = ({"kind": "sphere", "pos": [0.3, 0.4, 0.0], "size": [0.06]},
+             {"kind": "capsule", "pos": [-0.3, -0.4, 0.0], "size": [0.04, 0.1], "yaw": 0.5})
+    env = envs.make_env("kinodiff/ArmReach-v0", extra_obstacles=extra)
+    obstacles = {o.name: o for o in env.unwrapped.constraint_spec.obstacles}
+    assert len(obstacles) == 5
+    np.testing.assert_allclose(obstacles["obstacle_extra_0"].size, [0.06, 0.0, 0.0])
+    # the capsule's axis lies in the plane, turned 0.5 rad from +x
+    np.testing.assert_allclose(obstacles["obstacle_extra_1"].rotation[:, 2],
+                               [np.cos(0.5), np.sin(0.5), 0.0], atol=1e-9)
+    # the arm collides with it: stretched along the sphere's direction a link passes through it
+    u = env.unwrapped
+    env.reset(seed=0)
+    u.data.qpos[:] = [np.arctan2(0.4, 0.3), 0.0, 0.0]
+    mujoco.mj_forward(u.model, u.data)
+    geoms = {u.model.geom(int(g)).name for g in u.data.contact.geom.ravel()}
+    assert "obstacle_extra_0" in geoms
+    with pytest.raises(ValueError, match="cylinder"):
+        envs.make_env("kinodiff/ArmReach-v0", extra_obstacles=({"kind": "cylinder"},))
+    with pytest.raises(ValueError, match="size"):
+        envs.make_env("kinodiff/ArmReach-v0", extra_obstacles=({"kind": "box", "pos": [0, 0, 0],
+                                                                 "size": [0.1]},))
+
+
+def test_spec_replace_revalidates_and_action_rate_limit_is_read_from_a_numeric(spec):
+    tight = spec.replace(joint_velocity_limit=spec.joint_velocity_limit * 0.5,
+                         action_rate_limit=[0.2, 0.2, 0.2])
+    np.testing.assert_allclose(tight.joint_velocity_limit, [1.25, 1.5, 1.75])
+    with pytest.raises(ValueError, match="action_rate_limit"):
+        spec.replace(action_rate_limit=[0.2, -1.0, 0.2])
+    xml = """<mujoco><custom><numeric name="action_rate_limit" data="0.3"/></custom>
+      <worldbody><body><joint name="j" type="hinge"/><geom size="0.1"/></body></worldbody>
+      <actuator><motor joint="j" ctrlrange="-1 1"/></actuator></mujoco>"""
+    np.testing.assert_allclose(
+        constraint_spec_from_model(mujoco.MjModel.from_xml_string(xml)).action_rate_limit, [0.3])
