@@ -71,6 +71,23 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from agents.deploy.export import ExportConfig, export_policy
+
+    doc = export_policy(build_config(ExportConfig, args, overrides=parse_assignments(args.set)))
+    print(f"exported {doc['policy']} policy ({doc['env_id']}, {doc['control_hz']:g} Hz) to {args.out}; "
+          f"max |onnx - torch| {doc['export_check']['max_abs_diff_vs_torch']:.2e}")
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from agents.deploy.session import DeployConfig, deploy, print_summary
+
+    stats = deploy(build_config(DeployConfig, args))
+    print_summary(stats, args.json)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import run_benchmark
 
@@ -119,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="the main job end to end on local defaults")
     add_dataclass_args(p, QuickstartConfig)
     p.set_defaults(func=_cmd_quickstart)
+
+    from agents.deploy.export import ExportConfig
+    from agents.deploy.session import DeployConfig
+
+    p = sub.add_parser("export", help="export a trained policy to ONNX with a JSON sidecar")
+    add_dataclass_args(p, ExportConfig)
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="inference settings, e.g. sampler=ddim")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("deploy", help="drive a robot with an exported policy at a fixed rate")
+    add_dataclass_args(p, DeployConfig)
+    p.add_argument("--json", default=None, help="write the loop statistics to this JSON file")
+    p.set_defaults(func=_cmd_deploy)
 
     p = sub.add_parser("bench", help="run a benchmark of benchmarks/ and write its JSON")
     p.add_argument("name", help="benchmark name")
