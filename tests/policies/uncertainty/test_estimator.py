@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from policies import make_policy, save_policy
+from policies.uncertainty import (
+    SCORES,
+    Calibration,
+    MonitoredPolicy,
+    UncertaintyConfig,
+    UncertaintyEstimator,
+    load_estimator,
+    save_estimator,
+)
+
+
+def _policy(name="diffusion", **kw):
+    p = make_policy(name, obs_dim=3, action_dim=2, horizon=8, n_action_steps=4,
+                    **({"hidden_dims": (32, 32)} | kw))
+    p.eval()
+    return p
+
+
+def _estimator(policy, k=4):
+    return UncertaintyEstimator(policy, UncertaintyConfig(num_samples=k, ensemble_size=3,
+                                                          ensemble_hidden=(16,), rnd_hidden=(16,),
+                                                          rnd_dim=8))
+
+
+def test_scores_come_from_one_batched_policy_call():
+    policy = _policy()
+    est = _estimator(policy, k=4)
+    calls = []
+    original = policy.predict_normalized_chunk
+
+    def counting(obs, **kw):
+        calls.append(obs.shape[0])
+        return original(obs, **kw)
+
+    policy.predict_normalized_chunk = counting
+    obs = torch.randn(5, 2, 3)
+    before = obs.clone()
+    actions, scores = est.predict(obs)
+    assert calls == [20]  # B * K rows in one call, never K calls
+    assert actions.shape == (5, 4, 2)
+    assert set(scores) == set(SCORES) and all(v.shape == (5,) for v in scores.values())
+    assert torch.equal(obs, before)
+    assert float(scores["temporal"].abs().max()) == 0.0  # no previous chunk yet
+    _, again = est.predict(obs)
+    assert float(again["temporal"].min()) > 0.0
+    assert all(torch.isfinite(v).all() for v in again.values())
+
+
+def test_deterministic_policy_has_zero_dispersion():
+    est = _estimator(_policy("mlp", hidden_dims=(16,)))
+    _, scores = est.predict(torch.randn(2, 2, 3))
+    assert float(scores["dispersion"].abs().max()) == 0.0
+
+
+def test_heads_train_and_save_load_round_trip(tmp_path):
+    policy = _policy()
+    est = _estimator(policy)
+    batch = {"obs": torch.randn(32, 2, 3), "action": torch.rand(32, 8, 2)}
+    policy.fit_normalizers(batch["obs"].reshape(-1, 3).numpy(), batch["action"].reshape(-1, 2).numpy())
+    loss, metrics = est.compute_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and metrics["ensemble_mse"] > 0
+    assert est.rnd.target[0].weight.grad is None  # the RND target stays frozen
+    assert est.rnd.predictor[0].weight.grad is not None
+    save_policy(policy, tmp_path)
+    cal = Calibration(alpha=0.1, names=SCORES, thresholds=dict.fromkeys(SCORES, 1.0),
+                      scales=dict.fromkeys(SCORES, 1.0), combined_threshold=1.0)
+    save_estimator(est, tmp_path, cal)
+    loaded, loaded_cal = load_estimator(tmp_path, policy)
+    assert loaded_cal == cal
+    obs = torch.randn(3, 2, 3)
+    for e in (est, loaded):
+        e.reset(seed=7)
+        policy.reset(seed=7)
+    a1, s1 = est.predict(obs)
+    policy.reset(seed=7)
+    a2, s2 = loaded.predict(obs)
+    assert torch.equal(a1, a2) and all(torch.equal(s1[n], s2[n]) for n in SCORES)
+    (tmp_path / "uncertainty.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(ValueError, match="sha256"):
+        load_estimator(tmp_path, policy)
+
+
+def test_monitored_policy_hands_over_and_logs():
+    policy = _policy()
+    est = _estimator(policy)
+    # Thresholds so low that the first chunk raises the alarm.
+    cal = Calibration(alpha=0.1, names=SCORES, thresholds=dict.fromkeys(SCORES, 0.0),
+                      scales=dict.fromkeys(SCORES, 1.0), combined_threshold=-1.0)
+    fallback_action = np.array([0.25, -0.5], dtype=np.float32)
+    mon = MonitoredPolicy(est, cal, lambda obs: fallback_action)
+    mon.reset(seed=0)
+    actions = [mon.select_action(np.zeros(3, dtype=np.float32)) for _ in range(6)]
+    assert all(np.array_equal(a, fallback_action) for a in actions)
+    assert len(mon.handovers) == 1 and mon.handovers[0].step == 0
+    assert set(mon.handovers[0].scores) == set(SCORES)
+    assert mon.episode_trace().shape == (2, len(SCORES))  # chunks at steps 0 and 4
+    # Disabled: the alarm is recorded but the policy keeps control; default fallback is a stop.
+    bare = MonitoredPolicy(est, cal, enabled=False)
+    bare.reset(seed=0)
+    a = bare.select_action(np.zeros(3, dtype=np.float32))
+    assert bare.alarm_steps == {0: 0} and not bare.handovers
+    assert not np.array_equal(a, fallback_action)
+    stop = MonitoredPolicy(est, cal)
+    stop.reset(seed=0)
+    assert np.array_equal(stop.select_action(np.zeros((2, 3), dtype=np.float32)), np.zeros((2, 2)))
+
+
+def test_monitored_policy_rejects_temporal_ensembling():
+    est = _estimator(_policy(temporal_ensemble=0.1))
+    with pytest.raises(ValueError, match="temporal_ensemble=0.1"):
+        MonitoredPolicy(est)
