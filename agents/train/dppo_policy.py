@@ -1,0 +1,190 @@
+"""DPPO as an SB3 policy/algorithm pair: ``DppoPolicy(ActorCriticPolicy)`` and ``DppoPPO(PPO)``.
+
+The SB3 "action" of one decision is the recorded denoising chain ``[k+1, H, Da]`` (normalized
+units); ``ChainToChunk`` turns it into the Ta env actions the task executes. PPO then sees an
+ordinary continuous-action policy whose ``evaluate_actions`` returns the exact chain
+log-probability (``policies.diffusion.dppo``), and SB3's own rollout buffer, GAE, clipping,
+callbacks, logger and save/load do the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.utils import update_learning_rate
+
+from policies import make_policy
+from policies.diffusion.dppo import chain_log_prob, ddim_steps, gaussian_entropy, sample_chain
+from policies.layers import mlp
+
+CHAIN_BOUND = 1e3
+
+
+def chain_space(k: int, horizon: int, action_dim: int) -> gym.spaces.Box:
+    """The SB3 action space of a DPPO policy: chains ``[k+1, H, Da]``.
+
+    SB3 insists on finite bounds; latents are Gaussian in normalized units, so +-1e3 never binds.
+    """
+    return gym.spaces.Box(-CHAIN_BOUND, CHAIN_BOUND, shape=(k + 1, horizon, action_dim), dtype=np.float32)
+
+
+class ChainToChunk(gym.ActionWrapper):
+    """Executes a recorded chain: its last latent, clipped to [-1, 1], unnormalized, first Ta steps.
+
+    Args:
+        env: A chunked env (``ActionChunk`` with Ta actions of Da features).
+        k: Fine-tuned steps in the chain.
+        horizon: H.
+        center: [Da] action normalizer centre (raw units).
+        half_range: [Da] action normalizer half range.
+    """
+
+    def __init__(self, env: gym.Env, k: int, horizon: int, center: np.ndarray,
+                 half_range: np.ndarray) -> None:
+        super().__init__(env)
+        self.n_action_steps, action_dim = env.action_space.shape
+        self.action_space = chain_space(k, horizon, action_dim)
+        self.center = np.asarray(center, dtype=np.float32)
+        self.half_range = np.asarray(half_range, dtype=np.float32)
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        """[k+1, H, Da] chain -> [Ta, Da] raw actions."""
+        chunk = np.clip(np.asarray(action, dtype=np.float32)[-1, : self.n_action_steps], -1.0, 1.0)
+        return chunk * self.half_range + self.center
+
+
+class DppoPolicy(ActorCriticPolicy):
+    """Diffusion actor over chains plus an MLP critic over the (normalized) observation history.
+
+    Args:
+        observation_space: ``[To, Do]`` Box.
+        action_space: ``chain_space(k, H, Da)``.
+        lr_schedule: SB3 learning-rate schedule (the actor's rate).
+        diffusion_config: Config fields of the base ``DiffusionPolicy`` (DDPM objective).
+        ft_steps: k, the last denoising steps that are fine-tuned (1 <= k <= K).
+        noise_std: Fixed std of each fine-tuned step, normalized action units.
+        critic_hidden: Hidden widths of the value MLP.
+        critic_lr_scale: Critic learning rate / actor learning rate.
+        **kwargs: Passed to ``ActorCriticPolicy``.
+    """
+
+    def __init__(self, observation_space, action_space, lr_schedule, *, diffusion_config: dict[str, Any],
+                 ft_steps: int, noise_std: float = 0.1, critic_hidden: tuple[int, ...] = (256, 256),
+                 critic_lr_scale: float = 10.0, **kwargs) -> None:
+        self.diffusion_config = dict(diffusion_config)
+        self.ft_steps = int(ft_steps)
+        self.noise_std = float(noise_std)
+        self.critic_hidden = tuple(int(h) for h in critic_hidden)
+        self.critic_lr_scale = float(critic_lr_scale)
+        if self.noise_std <= 0:
+            raise ValueError(f"noise_std={noise_std}; expected > 0 (the log-probability needs it)")
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(diffusion_config=self.diffusion_config, ft_steps=self.ft_steps,
+                    noise_std=self.noise_std, critic_hidden=self.critic_hidden,
+                    critic_lr_scale=self.critic_lr_scale)
+        return data
+
+    def _build(self, lr_schedule) -> None:
+        self.diffusion = make_policy("diffusion", **self.diffusion_config)
+        c = self.diffusion.config
+        if c.objective != "ddpm" or c.sampler == "onestep":
+            raise ValueError(f"DPPO needs a DDPM-objective diffusion policy with a multi-step sampler; "
+                             f"got objective={c.objective!r}, sampler={c.sampler!r}")
+        self.steps = ddim_steps(self.diffusion.alphas_cumprod, c.num_inference_steps)
+        if not 1 <= self.ft_steps <= len(self.steps):
+            raise ValueError(f"ft_steps={self.ft_steps}; expected 1 <= k <= num_inference_steps="
+                             f"{len(self.steps)}")
+        expected = (self.ft_steps + 1, c.horizon, c.action_dim)
+        if tuple(self.action_space.shape) != expected:
+            raise ValueError(f"action space {self.action_space.shape}; expected the chain shape {expected}")
+        # The first K - k steps keep the base weights (as in DPPO): a frozen copy.
+        self.base_denoiser = copy.deepcopy(self.diffusion.denoiser).requires_grad_(False)
+        self.value_net = mlp(c.n_obs_steps * c.obs_dim, self.critic_hidden, 1)
+        actor = [p for p in self.diffusion.parameters() if p.requires_grad]
+        self.optimizer = self.optimizer_class(
+            [{"params": actor, "lr_scale": 1.0},
+             {"params": list(self.value_net.parameters()), "lr_scale": self.critic_lr_scale}],
+            lr=lr_schedule(1), **self.optimizer_kwargs)
+        self._entropy = gaussian_entropy(self.ft_steps * c.horizon * c.action_dim, self.noise_std)
+
+    def load_base(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Start from a trained diffusion policy: its weights go to the actor and the frozen copy."""
+        self.diffusion.load_state_dict(state_dict)
+        self.base_denoiser.load_state_dict(self.diffusion.denoiser.state_dict())
+
+    def _cond(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.diffusion.obs_normalizer.normalize(obs.float()).flatten(1)
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False):
+        """Sample chains: (chain [B, k+1, H, Da], value [B, 1], log-probability [B])."""
+        cond = self._cond(obs)
+        c = self.diffusion.config
+        x = torch.randn(cond.shape[0], c.horizon, c.action_dim)
+        chain, log_prob = sample_chain(self.base_denoiser, self.diffusion.denoiser, self.steps,
+                                       self.ft_steps, x, cond, self.noise_std, c.prediction_type,
+                                       c.clip_sample, deterministic)
+        return chain, self.value_net(cond), log_prob
+
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
+        """(value [B, 1], chain log-probability [B], entropy [B]) of recorded chains."""
+        cond = self._cond(obs)
+        c = self.diffusion.config
+        chain = actions.view(-1, self.ft_steps + 1, c.horizon, c.action_dim)
+        log_prob = chain_log_prob(self.diffusion.denoiser, self.steps, chain, cond, self.noise_std,
+                                  c.prediction_type, c.clip_sample)
+        # Fixed step std: the entropy of the chain's Gaussian steps is a constant.
+        entropy = torch.full_like(log_prob, self._entropy)
+        return self.value_net(cond), log_prob, entropy
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return self.forward(observation, deterministic)[0]
+
+    def predict_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """Critic values [B, 1]."""
+        return self.value_net(self._cond(obs))
+
+    def get_distribution(self, obs):
+        """Not a closed-form distribution: chains are sampled by ``forward``."""
+        raise NotImplementedError("a DPPO policy has no closed-form action distribution; use "
+                                  "forward() or evaluate_actions()")
+
+
+class DppoPPO(PPO):
+    """SB3's PPO with one addition: per-group learning rates (actor, critic) and a critic warm-up.
+
+    Args:
+        *args: Passed to ``PPO``.
+        actor_warmup_updates: PPO updates (``train`` calls) during which the actor's rate is 0,
+            so the critic first learns values of the base policy.
+        **kwargs: Passed to ``PPO``.
+    """
+
+    def __init__(self, *args, actor_warmup_updates: int = 0, **kwargs) -> None:
+        self.actor_warmup_updates = int(actor_warmup_updates)
+        self._train_calls = 0
+        super().__init__(*args, **kwargs)
+
+    def _update_learning_rate(self, optimizers) -> None:
+        lr = self.lr_schedule(self._current_progress_remaining)
+        self.logger.record("train/learning_rate", lr)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            update_learning_rate(optimizer, lr)
+            for group in optimizer.param_groups:
+                scale = group.get("lr_scale", 1.0)
+                warm = scale == 1.0 and self._train_calls < self.actor_warmup_updates
+                group["lr"] = 0.0 if warm else lr * scale
+
+    def train(self) -> None:
+        """One PPO update (SB3's), counting calls for the actor warm-up."""
+        super().train()
+        self._train_calls += 1
+

@@ -1,0 +1,149 @@
+"""Pieces every SB3-based trainer shares: env factories, vectorization, step counting, curves.
+
+The RL trainers (experts, residual RL, DPPO) differ in the policy and the env wrapping; the env
+construction, the count of real environment steps and the learning-curve log live here once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from agents.rollout.env_factory import EnvFactory
+from agents.train.checkpoint import latest_checkpoint
+from envs.wrappers import ActionChunk, FrameStackObservation
+from policies import Policy, load_policy
+
+
+@dataclass(frozen=True)
+class ChunkedEnvFactory:
+    """Builds ``env_id`` seen by a chunked policy: To stacked observations in, Ta actions out.
+
+    ``FrameStackObservation`` (reset padding, like ``Policy.select_action``) sits inside
+    ``ActionChunk``, so the observation after a chunk is the last To consecutive env observations,
+    exactly the history the policy was trained on. ``Monitor`` outside records episode returns,
+    lengths in chunks, and ``is_success``.
+    """
+
+    env_id: str
+    """Task id."""
+    n_obs_steps: int
+    """To."""
+    n_action_steps: int
+    """Ta."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Task keyword arguments."""
+
+    def __call__(self) -> gym.Env:
+        """A fresh chunked env."""
+        env = EnvFactory(self.env_id, self.kwargs)()
+        env = ActionChunk(FrameStackObservation(env, self.n_obs_steps, padding_type="reset"),
+                          self.n_action_steps)
+        return Monitor(env, info_keywords=("is_success",))
+
+
+def make_vec_env(factory, n_envs: int, seed: int, wrap=None) -> VecEnv:
+    """``n_envs`` copies in one process (2 cores: no subprocesses), seeded ``seed + i``.
+
+    Args:
+        factory: Picklable callable returning a fresh env.
+        n_envs: Number of envs.
+        seed: Seed of the first env.
+        wrap: Optional ``env -> env`` applied to each (e.g. an action decoder).
+    """
+    def build(i: int):
+        def thunk():
+            env = factory()
+            return wrap(env) if wrap is not None else env
+        return thunk
+
+    venv = DummyVecEnv([build(i) for i in range(n_envs)])
+    venv.seed(seed)
+    return venv
+
+
+def load_base_policy(run: str) -> tuple[Policy, dict[str, Any], Path]:
+    """A saved kinodiff policy from a run folder (latest checkpoint) or a policy folder."""
+    path = Path(run)
+    if not (path / "policy.json").is_file():
+        ckpt = latest_checkpoint(path / "checkpoints")
+        if ckpt is None:
+            raise FileNotFoundError(f"no policy in {run!r}; expected a run folder with "
+                                    "checkpoints/latest.json or a folder with policy.json")
+        path = ckpt
+    policy, meta = load_policy(path)
+    return policy, meta, path
+
+
+class EnvStepCounter(BaseCallback):
+    """Counts real environment steps (a chunk of Ta actions is Ta steps, fewer when it ends early)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env_steps = 0
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos", [])
+        self.env_steps += sum(int(info.get("executed_steps", 1)) for info in infos)
+        return True
+
+
+class CurveLogger(BaseCallback):
+    """Run after each ``EvalCallback`` evaluation: appends one JSON line to ``path``.
+
+    Each line: ``timesteps`` (SB3 steps), ``env_steps`` (real), ``wall_s``, ``return_mean`` and
+    ``success_rate`` of the evaluation.
+    """
+
+    def __init__(self, path: Path, counter: EnvStepCounter, step_scale: int = 1) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.counter = counter
+        self.step_scale = step_scale
+        self.t0 = time.perf_counter()
+        self.rows: list[dict[str, Any]] = []
+
+    def record(self, timesteps: int, env_steps: int, ret: float, success: float | None) -> None:
+        """Append one row (also used for the evaluation before training)."""
+        row = {"timesteps": int(timesteps), "env_steps": int(env_steps),
+               "wall_s": round(time.perf_counter() - self.t0, 2), "return_mean": float(ret),
+               "success_rate": None if success is None else float(success)}
+        self.rows.append(row)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _on_step(self) -> bool:
+        parent = self.parent
+        success = parent.evaluations_successes[-1] if parent.evaluations_successes else None
+        self.record(self.num_timesteps, self.counter.env_steps, parent.last_mean_reward,
+                    None if success is None else float(np.mean(success)))
+        return True
+
+
+def evaluate_model(model, venv: VecEnv, episodes: int, deterministic: bool = True) -> tuple[float, float]:
+    """Mean return and success rate of ``model`` over ``episodes`` episodes of ``venv``.
+
+    Uses SB3's ``evaluate_policy`` (the same loop ``EvalCallback`` runs) and reads ``is_success``
+    from each finished episode's last info.
+    """
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    successes: list[bool] = []
+
+    def on_step(local: dict, _globals: dict) -> None:
+        if local["done"]:
+            successes.append(bool(local["info"].get("is_success", False)))
+
+    returns, _ = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=deterministic,
+                                 return_episode_rewards=True, callback=on_step)
+    return float(np.mean(returns)), float(np.mean(successes)) if successes else 0.0
