@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from agents.rollout.actors import PolicyActorFactory
+from agents.rollout.batch_actors import robots_per_env
 from agents.rollout.env_factory import EnvFactory
-from agents.rollout.pool import run_episodes
+from agents.rollout.pool import PoolConfig, run_episodes
 from agents.rollout.worker import EpisodeResult, RolloutWorker
 from agents.train.checkpoint import latest_checkpoint
 from agents.utils import episode_seed
@@ -35,8 +36,13 @@ class EvalConfig:
     """Evaluation seed (kept apart from collection seeds)."""
     workers: int = 0
     """0 evaluates in this process; W > 0 uses W Ray actors."""
+    envs_per_worker: int = 1
+    """Envs each worker steps together, one batched policy call per step over all their robots
+    (with more than one, the policy's sampling noise depends on which episodes share a batch)."""
     ray_address: str | None = None
     """Join an existing Ray cluster."""
+    step_timeout: float | None = 60.0
+    """Seconds an env step may take before it is reported as hung and its episode re-run."""
     video: bool = True
     """Render the first episode to a video."""
     threads: int = 1
@@ -51,6 +57,8 @@ class EvalConfig:
             raise ValueError(f"episodes={self.episodes}; expected >= 1")
         if self.shift is not None:
             shift_spec(self.shift)
+        PoolConfig(workers=self.workers, envs_per_worker=self.envs_per_worker,
+                   step_timeout=self.step_timeout)  # validates them
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -76,19 +84,26 @@ def resolve_policy_dir(run: str | Path) -> Path:
     return ckpt
 
 
-def check_policy_fits_env(policy_dir: Path, env_id: str) -> None:
-    """Refuse a policy whose shapes differ from the task's, naming both."""
+def check_policy_fits_env(policy_dir: Path, env_id: str, env_kwargs: dict | None = None) -> None:
+    """Refuse a policy whose shapes differ from the task's, naming both.
+
+    A multi-robot task fits a policy of one robot's shapes: the policy serves each robot.
+    """
     doc = read_policy_config(policy_dir)
-    env = make_env(env_id)
-    obs_dim = int(np.prod(env.observation_space.shape))
-    act_dim = int(np.prod(env.action_space.shape))
-    env.close()
+    env = make_env(env_id, **(env_kwargs or {}))
     c = doc["config"]
     trained_on = doc.get("metadata", {}).get("env_id", "unknown")
-    if (c["obs_dim"], c["action_dim"]) != (obs_dim, act_dim):
+    obs_dim = int(np.prod(env.observation_space.shape))
+    act_dim = int(np.prod(env.action_space.shape))
+    try:
+        robots_per_env(c["obs_dim"], c["action_dim"], env)
+    except ValueError:
         raise ValueError(
             f"policy {str(policy_dir)!r} (trained on {trained_on}) expects obs_dim={c['obs_dim']}, "
-            f"action_dim={c['action_dim']}; {env_id} has obs_dim={obs_dim}, action_dim={act_dim}")
+            f"action_dim={c['action_dim']}; {env_id} has obs_dim={obs_dim}, action_dim={act_dim} "
+            "(expected the same, or N robots of them)") from None
+    finally:
+        env.close()
 
 
 def summarize(results: list[EpisodeResult], seeds: list[int]) -> dict[str, Any]:
@@ -121,14 +136,15 @@ def evaluate(config: EvalConfig, progress: bool = True) -> tuple[dict[str, Any],
     """
     check_env_id(config.env)
     policy_dir = resolve_policy_dir(config.run)
-    check_policy_fits_env(policy_dir, config.env)
+    check_policy_fits_env(policy_dir, config.env, config.env_kwargs)
     seeds = [episode_seed(config.seed, i) for i in range(config.episodes)]
     env_factory = EnvFactory(config.env, config.env_kwargs, config.shift)
     actor_factory = PolicyActorFactory(str(policy_dir), f"policy:{config.run}", config.threads)
     results = sorted(
         run_episodes(env_factory, actor_factory, list(enumerate(seeds)), workers=config.workers,
                      ray_address=config.ray_address, desc=f"eval {Path(config.run).name}",
-                     progress=progress),
+                     progress=progress, envs_per_worker=config.envs_per_worker,
+                     step_timeout=config.step_timeout),
         key=lambda r: r.index)
     summary = summarize(results, seeds)
     summary.update(env_id=config.env, policy_dir=str(policy_dir), shift=config.shift)

@@ -103,8 +103,8 @@ class RolloutPool:
                  config: PoolConfig | None = None) -> None:
         self.config = config or PoolConfig()
         self.env_factory, self.actor_factory = env_factory, actor_factory
-        # Worker -> (why the pool killed it, when): reported with the calls it loses.
-        self._kill_reasons: dict[int, tuple[str, float]] = {}
+        # Worker -> (why the pool killed it, when, the hung episode): reported with the calls it loses.
+        self._kill_reasons: dict[int, tuple[str, float, int | None]] = {}
         c = self.config
         if not c.uses_ray:
             self._local = self._new_local_worker()
@@ -160,11 +160,18 @@ class RolloutPool:
         finally:
             bar.close()
 
-    def _charge(self, attempts: dict[int, int], call: list, reason: str) -> None:
-        """Count a failed attempt for every episode of a lost call; give up past max_attempts."""
+    def _charge(self, attempts: dict[int, int], call: list, reason: str,
+                culprit: int | None = None) -> None:
+        """Count a failed attempt; give up on an episode past ``max_attempts``.
+
+        Only the episode that hung (``culprit``) is charged when it is known; otherwise every
+        episode of a call lost with its worker is.
+        """
         log.warning("rollout call of episodes %s lost, re-running from their seeds: %s",
                     [i for i, _ in call], reason)
         for index, seed in call:
+            if culprit is not None and index != culprit:
+                continue
             attempts[index] = attempts.get(index, 1) + 1
             if attempts[index] > self.config.max_attempts:
                 raise RolloutError(f"episode {index} (seed {seed}) failed "
@@ -180,7 +187,7 @@ class RolloutPool:
                 # The interrupted env may be mid-step: rebuild the worker's envs from the factory.
                 self._local.close()
                 self._local = self._new_local_worker()
-                self._charge(attempts, call, str(exc))
+                self._charge(attempts, call, str(exc), exc.episode_index)
                 calls.appendleft(call)
                 continue
             yield from results
@@ -212,9 +219,10 @@ class RolloutPool:
             try:
                 results = ray.get(done[0])
             except RayActorError as exc:
-                reason = self._kill_reasons.get(w, (None,))[0] or (
-                    f"worker {w} died ({type(exc).__name__})")
-                self._charge(attempts, call, reason)
+                reason, _, culprit = self._kill_reasons.get(
+                    w, (f"worker {w} died ({type(exc).__name__})", 0.0, None))
+                self._charge(attempts, call, reason,
+                             culprit if any(i == culprit for i, _ in call) else None)
                 calls.appendleft(call)
                 if isinstance(exc, ActorDiedError):  # restarts used up: Ray will not bring it back
                     alive.discard(w)
@@ -230,7 +238,7 @@ class RolloutPool:
         limit = self.config.step_timeout
         now = time.monotonic()
         for w in sorted(busy):
-            if now - self._kill_reasons.get(w, ("", -math.inf))[1] < limit:
+            if now - self._kill_reasons.get(w, ("", -math.inf, None))[1] < limit:
                 continue  # killed moments ago: let Ray restart it first
             actor = self._actors[w]
             try:
@@ -238,16 +246,17 @@ class RolloutPool:
                                timeout=limit)
             except GetTimeoutError:
                 # A step that holds the GIL starves the heartbeat thread too.
-                reason = f"worker {w} unresponsive for {limit:.1f} s"
+                reason, culprit = f"worker {w} unresponsive for {limit:.1f} s", None
             except RayActorError:
                 continue  # already dead: its calls fail and are re-run
             else:
                 if beat is None or beat["seconds"] <= limit:
                     continue
-                reason = str(StepTimeoutError(w, beat["env_index"], beat["episode_index"],
-                                              beat["seed"], beat["seconds"]))
+                culprit = beat["episode_index"]
+                reason = str(StepTimeoutError(w, beat["env_index"], culprit, beat["seed"],
+                                              beat["seconds"]))
             log.warning("%s; killing it for a restart", reason)
-            self._kill_reasons[w] = (reason, time.monotonic())
+            self._kill_reasons[w] = (reason, time.monotonic(), culprit)
             ray.kill(actor, no_restart=False)
 
     # -- RL stepping ----------------------------------------------------------------------------
