@@ -205,7 +205,7 @@ class ControlLoop:
                 if (new_obs and not self.worker.busy
                         and (st.chunk is None or st.commands - st.origin >= st.ta - c.prefetch)):
                     self.worker.submit(st.history, (st.episode, st.commands))
-                    st.request_obs_t = t_obs
+                    st.request_obs_t, st.request_tick = t_obs, tick
                 reason, command = self._decide(st, t_obs)
                 if reason is None:
                     with self._lock:
@@ -224,9 +224,11 @@ class ControlLoop:
                     st.holding = reason
                     if reason in holds:
                         holds[reason] += 1
+                        busy = self.worker.busy
                         self._log(kind="hold", reason=reason, tick=tick, episode=st.episode,
+                                  request_tick=st.request_tick if busy else None,
                                   request_age_periods=(time.perf_counter() - self.worker.submitted_at)
-                                  / period if self.worker.busy else None)
+                                  / period if busy else None)
                 end = time.perf_counter()
                 work.append(end - woke)
                 misses += end > deadline + period
@@ -295,6 +297,7 @@ class _EpisodeState:
         self.ep_return = 0.0
         self.last_obs_t = time.perf_counter()
         self.request_obs_t = self.chunk_obs_t = 0.0
+        self.request_tick = 0
         self.history: np.ndarray | None = None
         self.holding: str | None = None
         self.policy_error: str | None = None
