@@ -63,9 +63,10 @@ def _planner_class(name: str) -> type:
 
 
 def _register_builtin() -> None:
+    from planners.hierarchical import HierarchicalPlanner
     from planners.sampling import CEM, MPPI, PredictiveSampling
 
-    for cls in (PredictiveSampling, MPPI, CEM):
+    for cls in (PredictiveSampling, MPPI, CEM, HierarchicalPlanner):
         register_planner(cls.name, cls)
 
 
