@@ -115,12 +115,18 @@ class Sb3ExpertActor:
             raise ValueError(f"SB3 algorithm {algo!r} is not supported; expected one of {self.ALGOS}")
         self.model = getattr(stable_baselines3, algo.upper()).load(file, device="cpu")
         self.source = f"sb3:{Path(file).name}"
+        from agents.train.rl import load_obs_stats
+
+        # A model trained under VecNormalize acts on normalized observations (stats saved beside it).
+        self.normalize = load_obs_stats(file)
 
     def reset(self, episode_index: int, seed: int) -> None:
         """Deterministic models keep no episode state."""
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The model's deterministic action."""
+        if self.normalize is not None:
+            obs = self.normalize(obs)
         action, _ = self.model.predict(obs, deterministic=True)
         return action
 
