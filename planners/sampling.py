@@ -170,7 +170,8 @@ class SamplingPlanner:
             actions, costs, qpos = self._evaluate(state, knots, goal)
             k = int(np.argmin(costs))
             if costs[k] < best[0]:
-                best = (float(costs[k]), knots[k], actions[k], qpos[k])
+                # Copies: the rollout buffer is reused by the next iteration.
+                best = (float(costs[k]), knots[k].copy(), actions[k].copy(), qpos[k].copy())
             mean, std = self._update(knots, costs, mean, std)
         plan_cost, nominal, actions, qpos = self._select(state, goal, mean, best)
         self._nominal = nominal

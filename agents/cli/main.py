@@ -88,6 +88,21 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from agents.plan import PlanConfig, run_plan
+
+    config = build_config(PlanConfig, args, settings=parse_assignments(args.set),
+                          env_kwargs=parse_assignments(args.env_kwargs))
+    summary = run_plan(config)
+    s = summary["summaries"][config.planner]
+    score = summary["normalized_score"]
+    print(f"{config.planner} on {config.env}: success {s['success_rate']:.2f} over {s['episodes']} "
+          f"episodes, return {s['return_mean']:.2f}, normalized score "
+          f"{'n/a' if score is None else f'{score:.1f}'}, plan p50 {s['latency_ms_p50']:.1f} ms; "
+          f"report {summary['report']}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import run_benchmark
 
@@ -100,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full ``kinodiff`` argument parser."""
     from agents.collect import CollectConfig
     from agents.evaluate import EvalConfig
+    from agents.plan import PlanConfig
     from agents.quickstart import QuickstartConfig
     from agents.train.bc import BcTrainConfig
 
@@ -149,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p, DeployConfig)
     p.add_argument("--json", default=None, help="write the loop statistics to this JSON file")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("plan", help="run a planner on a task and evaluate it beside the expert")
+    add_dataclass_args(p, PlanConfig)
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="planner settings, e.g. samples=128")
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="task keyword arguments")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("bench", help="run a benchmark of benchmarks/ and write its JSON")
     p.add_argument("name", help="benchmark name")

@@ -13,10 +13,14 @@ from planners.registry import PLANNERS, make_planner
 # Small budgets: the contract is about shapes and behaviour, not plan quality.
 SMALL = {"samples": 8, "horizon": 6, "knots": 3, "nthread": 1}
 SAMPLING = ["predictive_sampling", "mppi", "cem"]
+# Small settings per planner; a newly registered planner is tested with its defaults.
+SMALL_SETTINGS = {"predictive_sampling": SMALL, "mppi": SMALL, "cem": {**SMALL, "elites": 2},
+                  "hierarchical": {"low_level_settings": SMALL}}
+ALL = sorted(PLANNERS)
 
 
 def _small(name):
-    return {**SMALL, "elites": 2} if name == "cem" else dict(SMALL)
+    return dict(SMALL_SETTINGS.get(name, {}))
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +30,19 @@ def maze():
     return env, obs
 
 
-@pytest.mark.parametrize("name", SAMPLING)
+@pytest.mark.parametrize("name", ALL)
 def test_plan_shapes_bounds_and_finite_cost(name, maze):
     env, obs = maze
     planner = make_planner(name, env, **_small(name))
     plan = planner.plan(env_state(env), obs[4:6])
     m = env.unwrapped.model
-    assert plan.actions.shape == (6, m.nu)
-    assert plan.states.shape == (6, m.nq)
+    assert plan.actions.ndim == 2 and plan.actions.shape[1] == m.nu and len(plan.actions) >= 1
+    assert plan.states is None or plan.states.shape == (len(plan.actions), m.nq)
     assert np.isfinite(plan.cost)
     assert np.all(plan.actions >= planner.ctrl_low) and np.all(plan.actions <= planner.ctrl_high)
 
 
-@pytest.mark.parametrize("name", SAMPLING)
+@pytest.mark.parametrize("name", ALL)
 def test_plan_does_not_touch_its_inputs_or_the_env(name, maze):
     env, obs = maze
     planner = make_planner(name, env, **_small(name))
@@ -52,10 +56,11 @@ def test_plan_does_not_touch_its_inputs_or_the_env(name, maze):
     assert np.array_equal(data.qpos, qpos) and np.array_equal(data.qvel, qvel) and data.time == time
 
 
-@pytest.mark.parametrize("name", SAMPLING)
+@pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_plan(name, maze):
     env, obs = maze
-    planner = make_planner(name, env, **_small(name))
+    # The light-effort preset: with a heavy control weight, the zero nominal may win for any seed.
+    planner = make_planner(name, env, cost="fast", **_small(name))
     state = env_state(env)
     planner.reset(seed=11)
     a = planner.plan(state, obs[4:6]).actions
@@ -64,7 +69,8 @@ def test_same_seed_same_plan(name, maze):
     planner.reset(seed=12)
     c = planner.plan(state, obs[4:6]).actions
     assert np.array_equal(a, b)
-    assert not np.array_equal(a, c)
+    if name in SAMPLING:
+        assert not np.array_equal(a, c)  # the seed drives the sampling
 
 
 @pytest.mark.parametrize("name", SAMPLING)
@@ -98,8 +104,8 @@ def test_bad_inputs_raise_clear_errors(maze):
         cost_preset("Ant-v5")
 
 
-def test_every_registered_planner_is_covered():
-    assert set(SAMPLING) <= set(PLANNERS)
+def test_the_registry_holds_the_builtin_planners():
+    assert set(SAMPLING) | {"hierarchical"} <= set(PLANNERS)
 
 
 @pytest.mark.parametrize("env_id", sorted(ENV_SPECS))
