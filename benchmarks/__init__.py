@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env_step",
-              "experts": "benchmarks.experts", "policy-latency": "benchmarks.policy_latency"}
+              "experts": "benchmarks.experts", "policy-latency": "benchmarks.policy_latency",
+              "planners": "benchmarks.planners"}
 
 
 def machine() -> dict[str, Any]:

@@ -1,0 +1,146 @@
+"""Planners: sampling-MPC control rate, parallel rollout speed-up, hierarchical planning quality.
+
+- Control rate: closed loop on Maze-v0 (large), predictive sampling with 64 samples x horizon 32
+  and 2 rollout threads; one plan plus one env step per control step. Measured with the planning
+  model at the control timestep (``substeps=1``) and with the task's exact model (5 substeps).
+- Rollout speed-up: the same 64 x 32-step (x5 physics) rollout batch with 2 threads vs 1, rounds
+  interleaved, medians compared.
+- Quality: the hierarchical planner on Maze-v0 u/medium/large with the scripted expert and a random
+  policy on the same seeds (normalized score, 100 = expert), the large maze with 3 goals in order,
+  and predictive sampling on Gymnasium's InvertedPendulum-v5 against a random policy.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import envs  # noqa: F401 - registers kinodiff/*
+from agents.plan import PlanConfig, run_plan
+from envs.physics_rollout import PhysicsRollout
+from planners.base import env_state
+from planners.costs import cost_preset
+from planners.registry import make_planner
+
+MPC = {"samples": 64, "horizon": 32, "nthread": 2}
+
+
+def control_rate(planner: str, steps: int, **settings) -> dict:
+    """Closed-loop control steps per second on Maze-v0 large (plan + env step)."""
+    env = gym.make("kinodiff/Maze-v0", layout="large")
+    obs, _ = env.reset(seed=0)
+    pl = make_planner(planner, env, **{**MPC, **settings})
+    goal = cost_preset("kinodiff/Maze-v0").goal
+    times, plans = [], []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        plan = pl.plan(env_state(env), goal(env.unwrapped, obs))
+        obs, _, terminated, truncated, _ = env.step(plan.actions[0].astype(np.float32))
+        times.append(time.perf_counter() - t0)
+        plans.append(plan.diagnostics["plan_ms"])
+        if terminated or truncated:
+            obs, _ = env.reset()
+    env.close()
+    return {"hz": 1.0 / float(np.median(times)), "plan_ms_p50": float(np.median(plans)),
+            "plan_ms_p99": float(np.percentile(plans, 99))}
+
+
+def rollout_speedup(rounds: int) -> tuple[float, float, float]:
+    """(steps/s with 1 thread, with 2 threads, ratio) for a 64 x 32 control-step batch."""
+    env = gym.make("kinodiff/Maze-v0", layout="large")
+    env.reset(seed=0)
+    u = env.unwrapped
+    state = env_state(env)
+    controls = np.random.default_rng(0).uniform(-1, 1, (64, 32, 2))
+    pools = {n: PhysicsRollout(u.model, u.frame_skip, nthread=n) for n in (1, 2)}
+    samples = {1: [], 2: []}
+    for r in range(rounds + 1):
+        for n, pool in pools.items():
+            t0 = time.perf_counter()
+            pool.run(state, controls)
+            if r:  # round 0 warms up
+                samples[n].append(time.perf_counter() - t0)
+    steps = 64 * 32 * u.frame_skip
+    one, two = steps / np.median(samples[1]), steps / np.median(samples[2])
+    return float(one), float(two), float(two / one)
+
+
+def _plan(env_kwargs: dict, episodes: int, goals: int = 1, env: str = "kinodiff/Maze-v0",
+          planner: str = "hierarchical", settings: dict | None = None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_plan(PlanConfig(env=env, planner=planner, episodes=episodes, goals=goals,
+                                   env_kwargs=env_kwargs, settings=settings or {}, out=tmp),
+                        progress=False)
+
+
+def run(quick: bool = False):
+    """Returns (config, results, bars)."""
+    steps, rounds, large_eps, small_eps = (20, 3, 3, 2) if quick else (200, 15, 50, 10)
+    results, bars = [], []
+
+    rates = {}
+    for label, planner, settings in (("coarse", "predictive_sampling", {"substeps": 1}),
+                                     ("exact", "predictive_sampling", {}),
+                                     ("coarse", "mppi", {"substeps": 1}),
+                                     ("coarse", "cem", {"substeps": 1, "iterations": 1})):
+        r = control_rate(planner, steps, **settings)
+        rates[(label, planner)] = r["hz"]
+        results.append({"metric": "mpc_control_rate", "value": r["hz"], "unit": "Hz",
+                        "config": {"env": "kinodiff/Maze-v0", "layout": "large", "planner": planner,
+                                   "planning_model": label, **MPC, **settings, **r}})
+    for label in ("coarse", "exact"):
+        hz = rates[(label, "predictive_sampling")]
+        model = ("planning model at the control timestep" if label == "coarse"
+                 else "the task's exact model, 5 physics steps per control step")
+        bars.append({"bar": f"sampling MPC 64 samples x horizon 32 on Maze-v0 with 2 threads >= 50 Hz "
+                            f"({model})", "value": hz, "threshold": 50.0, "met": hz >= 50.0})
+
+    one, two, ratio = rollout_speedup(rounds)
+    results.append({"metric": "rollout_steps_per_s", "value": two, "unit": "steps/s",
+                    "config": {"threads": 2, "batch": [64, 32, 5]},
+                    "peer": {"name": "mujoco.rollout, 1 thread", "value": one}, "ratio_to_peer": ratio})
+    bars.append({"bar": "mujoco.rollout with 2 threads >= 1.8x the single-thread rollout rate",
+                 "value": ratio, "threshold": 1.8, "met": ratio >= 1.8})
+
+    for layout in ("u", "medium", "large"):
+        n = large_eps if layout == "large" else small_eps
+        s = _plan({"layout": layout}, n)
+        me = s["summaries"]["hierarchical"]
+        results.append({"metric": "hierarchical_success_rate", "value": me["success_rate"],
+                        "unit": "fraction", "config": {"layout": layout, "episodes": n,
+                                                       "plan_ms_p50": me["latency_ms_p50"]}})
+        expert, rand = s["summaries"]["expert"], s["summaries"]["random"]
+        results.append({"metric": "hierarchical_normalized_score", "value": s["normalized_score"],
+                        "unit": "score", "config": {"layout": layout, "episodes": n,
+                                                    "return": me["return_mean"],
+                                                    "expert_return": expert["return_mean"],
+                                                    "random_return": rand["return_mean"],
+                                                    "expert_success": expert["success_rate"]}})
+        if layout == "large":
+            bars.append({"bar": f"hierarchical planner on Maze-v0 large success >= 0.9 ({n} episodes)",
+                         "value": me["success_rate"], "threshold": 0.9, "met": me["success_rate"] >= 0.9})
+            bars.append({"bar": f"hierarchical planner on Maze-v0 large normalized score >= 100 "
+                                f"({n} episodes)",
+                         "value": s["normalized_score"], "threshold": 100.0,
+                         "met": s["normalized_score"] >= 100.0})
+
+    s = _plan({"layout": "large", "max_episode_steps": 1800}, small_eps, goals=3)
+    results.append({"metric": "hierarchical_multi_goal_success_rate",
+                    "value": s["summaries"]["hierarchical"]["success_rate"], "unit": "fraction",
+                    "config": {"layout": "large", "goals": 3, "episodes": small_eps,
+                               "length_mean": s["summaries"]["hierarchical"]["length_mean"]}})
+
+    s = _plan({"max_episode_steps": 200}, 3 if not quick else 1, env="InvertedPendulum-v5",
+              planner="predictive_sampling", settings={"samples": 32})
+    ours, rand = s["summaries"]["predictive_sampling"], s["summaries"]["random"]
+    results.append({"metric": "gymnasium_return", "value": ours["return_mean"], "unit": "return",
+                    "config": {"env": "InvertedPendulum-v5", "max_episode_steps": 200,
+                               "success_rate": ours["success_rate"]},
+                    "peer": {"name": "random policy", "value": rand["return_mean"]},
+                    "ratio_to_peer": ours["return_mean"] / rand["return_mean"]})
+    config = {"mpc": MPC, "control_steps": steps, "rollout_rounds": rounds,
+              "episodes": {"large": large_eps, "u/medium": small_eps}}
+    return config, results, bars
