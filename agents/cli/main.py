@@ -103,6 +103,25 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_sb3(args: argparse.Namespace) -> int:
+    """``train rl|residual|dppo``: build the trainer's config from the options and run it."""
+    from agents.train.dppo import DppoConfig, train_dppo
+    from agents.train.residual import ResidualConfig, train_residual
+    from agents.train.rl import RlConfig, train_rl
+
+    cls, fn = {"rl": (RlConfig, train_rl), "residual": (ResidualConfig, train_residual),
+               "dppo": (DppoConfig, train_dppo)}[args.trainer]
+    extra = {"env_kwargs": parse_assignments(args.env_kwargs)}
+    if args.trainer != "dppo":
+        extra["algo_kwargs"] = parse_assignments(args.set)
+    out = fn(build_config(cls, args, **extra))
+    rows = (out / "logs" / "curve.jsonl").read_text().strip().splitlines()
+    print(f"trained {args.trainer} into {out}; first and last evaluation:")
+    print(rows[0] if rows else "{}")
+    print(rows[-1] if rows else "{}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import run_benchmark
 
@@ -142,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="policy config fields, e.g. denoiser=unet num_inference_steps=16")
     add_dataclass_args(bc, BcTrainConfig, dest_prefix="train_")
     bc.set_defaults(func=_cmd_train_bc)
+    from agents.train.dppo import DppoConfig
+    from agents.train.residual import ResidualConfig
+    from agents.train.rl import RlConfig
+
+    for name, cls, text in (("rl", RlConfig, "an SB3 expert (PPO, SAC, TD3) with per-task presets"),
+                            ("residual", ResidualConfig, "SB3 PPO/SAC residual over a frozen policy"),
+                            ("dppo", DppoConfig, "DPPO fine-tuning of a diffusion policy")):
+        t = train_sub.add_parser(name, help=text)
+        add_dataclass_args(t, cls)
+        t.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="task keyword arguments")
+        if name != "dppo":
+            t.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                           help="SB3 algorithm arguments overriding the preset, e.g. learning_rate=1e-4")
+        t.set_defaults(func=_cmd_train_sb3)
 
     p = sub.add_parser("eval", help="evaluate a trained policy and write a report")
     add_dataclass_args(p, EvalConfig)
