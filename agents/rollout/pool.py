@@ -105,6 +105,7 @@ class RolloutPool:
         self.env_factory, self.actor_factory = env_factory, actor_factory
         # Worker -> (why the pool killed it, when, the hung episode): reported with the calls it loses.
         self._kill_reasons: dict[int, tuple[str, float, int | None]] = {}
+        self._beats: dict[int, tuple[Any, float]] = {}  # worker -> (heartbeat asked for, when)
         c = self.config
         if not c.uses_ray:
             self._local = self._new_local_worker()
@@ -120,6 +121,7 @@ class RolloutPool:
         self._actors = [remote.remote(env_factory, actor_factory, c.envs_per_worker, i, None)
                         for i in range(workers)]
         self._local = None
+        self.worker_pids()  # every worker built (construction errors surface here) and watchable
 
     def _new_local_worker(self) -> VecRolloutWorker:
         c = self.config
@@ -137,12 +139,27 @@ class RolloutPool:
         return self.n_workers * self.config.envs_per_worker
 
     def worker_pids(self) -> list[int]:
-        """Process id of each worker."""
+        """Process id of each worker (waiting for workers Ray is restarting)."""
         if self._local is not None:
             return [os.getpid()]
-        import ray
+        return [self._ready(w) for w in range(len(self._actors))]
 
-        return ray.get([a.pid.remote() for a in self._actors])
+    def _ready(self, w: int) -> int:
+        """Wait until worker ``w`` is up and return its pid.
+
+        The call goes through the "control" concurrency group; a Ray actor serves that group's
+        heartbeats beside a running ``run_jobs`` only once it has served a call in it, so this
+        runs after every (re)start, before the worker gets work.
+        """
+        import ray
+        from ray.exceptions import ActorUnavailableError
+
+        for _ in range(150):  # a worker Ray is restarting answers once it is back
+            try:
+                return ray.get(self._actors[w].pid.options(concurrency_group="control").remote())
+            except ActorUnavailableError:
+                time.sleep(0.2)
+        raise RolloutError(f"rollout worker {w} did not come back from its restart within 30 s")
 
     # -- episodes -----------------------------------------------------------------------------
     def run(self, jobs: Sequence[tuple[int, int]], *, progress: bool = False,
@@ -226,38 +243,51 @@ class RolloutPool:
                 calls.appendleft(call)
                 if isinstance(exc, ActorDiedError):  # restarts used up: Ray will not bring it back
                     alive.discard(w)
+                elif not any(v[0] == w for v in inflight.values()):
+                    self._ready(w)  # restarted: make it watchable before it gets work again
                 continue
             self._kill_reasons.pop(w, None)
             yield from results
 
     def _watch(self, busy: set[int]) -> None:
-        """Kill (for Ray to restart) each busy worker whose env step ran over ``step_timeout``."""
+        """Kill (for Ray to restart) each busy worker whose env step ran over ``step_timeout``.
+
+        Heartbeats are asked for without blocking and read at the next poll, so a slow answer
+        from a loaded machine is not taken for a hang; a worker that does not answer at all for
+        ``step_timeout + 10`` s (a step holding the GIL starves the heartbeat thread) is killed too.
+        """
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import RayActorError
 
         limit = self.config.step_timeout
         now = time.monotonic()
         for w in sorted(busy):
             if now - self._kill_reasons.get(w, ("", -math.inf, None))[1] < limit:
                 continue  # killed moments ago: let Ray restart it first
-            actor = self._actors[w]
-            try:
-                beat = ray.get(actor.heartbeat.options(concurrency_group="control").remote(),
-                               timeout=limit)
-            except GetTimeoutError:
-                # A step that holds the GIL starves the heartbeat thread too.
-                reason, culprit = f"worker {w} unresponsive for {limit:.1f} s", None
-            except RayActorError:
-                continue  # already dead: its calls fail and are re-run
+            if w not in self._beats:
+                beat_ref = self._actors[w].heartbeat.options(concurrency_group="control").remote()
+                self._beats[w] = (beat_ref, now)
+                continue
+            beat_ref, asked = self._beats[w]
+            if not ray.wait([beat_ref], timeout=0)[0]:
+                if now - asked < limit + 10.0:
+                    continue
+                reason, culprit = f"worker {w} unresponsive for {now - asked:.1f} s", None
             else:
+                del self._beats[w]
+                try:
+                    beat = ray.get(beat_ref)
+                except RayActorError:
+                    continue  # already dead: its calls fail and are re-run
                 if beat is None or beat["seconds"] <= limit:
                     continue
                 culprit = beat["episode_index"]
                 reason = str(StepTimeoutError(w, beat["env_index"], culprit, beat["seed"],
                                               beat["seconds"]))
             log.warning("%s; killing it for a restart", reason)
+            self._beats.pop(w, None)
             self._kill_reasons[w] = (reason, time.monotonic(), culprit)
-            ray.kill(actor, no_restart=False)
+            ray.kill(self._actors[w], no_restart=False)
 
     # -- RL stepping ----------------------------------------------------------------------------
     def call_workers(self, method: str, args_per_worker: Sequence[tuple]) -> list[Any]:
