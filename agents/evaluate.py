@@ -51,6 +51,11 @@ class EvalConfig:
     """Keyword arguments of the task (e.g. ``start_spread``)."""
     shift: str | None = None
     """Evaluate under a domain-randomization preset (mass, friction, actuator_gain, obs_noise, all)."""
+    uncertainty: bool = False
+    """Also evaluate the calibrated uncertainty alarm (``kinodiff calibrate`` first) on nominal and
+    ``shift`` episodes, bare and with ``fallback``: uncertainty.md / .json and reliability.png."""
+    fallback: str = "stop"
+    """With ``uncertainty``: who takes over on the alarm, ``stop`` (zero action) or ``expert:NAME``."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

@@ -60,6 +60,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     lo, hi = summary["success_ci95"]
     print(f"{name} on {config.env}: success {summary['success_rate']:.2f} "
           f"(95% CI {lo:.2f}-{hi:.2f}) over {summary['episodes']} episodes; report {files['md']}")
+    if config.uncertainty:
+        from agents.uncertainty_eval import evaluate_uncertainty_for
+
+        print(f"uncertainty report {evaluate_uncertainty_for(config, out)}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from agents.calibrate import CalibrateConfig, calibrate
+
+    s = calibrate(build_config(CalibrateConfig, args, env_kwargs=parse_assignments(args.env_kwargs)))
+    print(f"calibrated {s['policy_dir']} at alpha={s['alpha']} on {s['successes']} successful of "
+          f"{s['episodes']} nominal episodes; combined threshold {s['combined_threshold']:.4g}")
+    print(json.dumps({k: v for k, v in s.items() if k != "seeds"}))
     return 0
 
 
@@ -181,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="task keyword arguments")
     p.add_argument("--out", default=None, help="report folder (default: RUN/eval)")
     p.set_defaults(func=_cmd_eval)
+
+    from agents.calibrate import CalibrateConfig
+
+    p = sub.add_parser("calibrate", help="fit uncertainty heads and conformal alarm thresholds")
+    add_dataclass_args(p, CalibrateConfig)
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="task keyword arguments")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("quickstart", help="the main job end to end on local defaults")
     add_dataclass_args(p, QuickstartConfig)
