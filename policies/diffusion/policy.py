@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from policies.base import Policy, PolicyConfig
+from policies.constraints import METHODS as CONSTRAINT_METHODS
+from policies.constraints import ChunkConstraint, ChunkConstraintConfig
 from policies.diffusion.denoisers import MlpDenoiser, UNet1DDenoiser
 from policies.diffusion.flow import data_estimate, euler_step, heun_step, interpolate
 from policies.diffusion.schedule import (
@@ -68,6 +70,9 @@ class DiffusionConfig(PolicyConfig):
     both sides used, where ``epsilon`` stayed near 0.3 (see BENCHMARKS.md)."""
     clip_sample: bool = True
     """Clip the clean-chunk estimate to the normalized range [-1, 1] at every step."""
+    constraint_method: str = "none"
+    """How a constraint spec given by ``set_constraints`` is enforced while sampling: ``none``,
+    ``clip``, ``project``, ``guidance``, ``cbf`` or ``final`` (see ``policies.constraints``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -79,6 +84,9 @@ class DiffusionConfig(PolicyConfig):
                                    ("prediction_type", self.prediction_type, PREDICTION_TYPES)):
             if value not in valid:
                 raise ValueError(f"{name}={value!r} is invalid; expected one of {list(valid)}")
+        if self.constraint_method not in CONSTRAINT_METHODS:
+            raise ValueError(f"constraint_method={self.constraint_method!r} is invalid; expected one "
+                             f"of {list(CONSTRAINT_METHODS)}")
         if not 0.0 <= self.warm_start < 1.0:
             raise ValueError(f"warm_start={self.warm_start}; expected 0 <= fraction < 1")
         if self.adaptive_tol < 0:
@@ -110,6 +118,21 @@ class DiffusionPolicy(Policy):
                              persistent=False)
         self._step_cache: dict[tuple[int, str], list] = {}
         self._last: torch.Tensor | None = None
+        self._constraint: ChunkConstraint | None = None
+
+    def set_constraints(self, spec: dict | None, **options) -> None:
+        """Enforce a constraint spec while sampling (``None`` removes it).
+
+        Args:
+            spec: ``ConstraintSpec.to_dict()`` of the task (plain data; policies never see MuJoCo).
+            **options: ``ChunkConstraintConfig`` fields; ``method`` defaults to
+                ``config.constraint_method``.
+        """
+        options.setdefault("method", self.config.constraint_method)
+        config = ChunkConstraintConfig(**options)
+        self._constraint = None if spec is None or config.method == "none" else ChunkConstraint(
+            spec, self.action_normalizer.center, self.action_normalizer.half_range,
+            self.config.horizon, self.config.n_action_steps, config)
 
     def _steps(self, num_steps: int, sampler: str):
         # Coefficients are plain floats computed once per (K, sampler): the loop stays lean.
@@ -133,10 +156,13 @@ class DiffusionPolicy(Policy):
         warm = noise is None and c.warm_start > 0 and self._last is not None and self._last.shape == shape
         x = torch.randn(shape, generator=self.generator) if noise is None else noise
         sampler = sampler or c.sampler
+        if self._constraint is not None:
+            self._constraint.begin(self.obs_normalizer.unnormalize(obs[:, -1]))
         if sampler == "onestep":
             t = torch.full((shape[0],), c.num_train_timesteps - 1, dtype=torch.long)
             out = self.denoiser(x, t, cond)
-            return out.clamp(-1.0, 1.0) if c.clip_sample else out
+            out = out.clamp(-1.0, 1.0) if c.clip_sample else out
+            return out if self._constraint is None else self._constraint.finish(out)
         start = int(round(c.warm_start * c.num_inference_steps)) if warm else 0
         # Warm start: the last chunk advanced by Ta steps, its end padded with its last action.
         tail = torch.cat([self._last[:, c.n_action_steps:],
@@ -145,6 +171,8 @@ class DiffusionPolicy(Policy):
             out = self._integrate_flow(x, cond, sampler, start, tail)
         else:
             out = self._denoise(x, cond, sampler, start, tail)
+        if self._constraint is not None:
+            out = self._constraint.finish(out)
         if noise is None:
             self._last = out
         return out
@@ -153,6 +181,8 @@ class DiffusionPolicy(Policy):
         """Forget queues, ensembles and the last chunk (warm start); optionally reseed."""
         super().reset(seed)
         self._last = None
+        if self._constraint is not None:
+            self._constraint.reset()
 
     def _denoise(self, x: torch.Tensor, cond: torch.Tensor, sampler: str, start: int = 0,
                  tail: torch.Tensor | None = None) -> torch.Tensor:
@@ -162,10 +192,12 @@ class DiffusionPolicy(Policy):
         steps = self._steps(c.num_inference_steps, sampler)[start:]
         if tail is not None:
             x = add_noise(tail, x, t_batch.fill_(steps[0].t), self.alphas_cumprod)
-        for step in steps:
+        for i, step in enumerate(steps):
             out = self.denoiser(x, t_batch.fill_(step.t), cond)
             noise = torch.randn(x.shape, generator=self.generator) if step.sigma > 0 else None
             x, x0 = reverse_step(x, out, step, c.prediction_type, c.clip_sample, noise)
+            if self._constraint is not None:
+                x = self._constraint.step(x, i, len(steps))
             if c.adaptive_tol and previous is not None and (x0 - previous).abs().max() < c.adaptive_tol:
                 return x0
             previous = x0
@@ -189,6 +221,8 @@ class DiffusionPolicy(Policy):
                 x = heun_step(x, v, v_next, ds)
             else:
                 x = euler_step(x, v, ds)
+            if self._constraint is not None:
+                x = self._constraint.step(x, k - start, K - start)
             if c.adaptive_tol:
                 x1 = data_estimate(x, v, s + ds)
                 if previous is not None and (x1 - previous).abs().max() < c.adaptive_tol:
