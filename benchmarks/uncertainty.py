@@ -1,0 +1,200 @@
+"""Uncertainty under shift on PointObstacle-v0, ArmReach-v0 and PushT-v0 (issue: uncertainty).
+
+For each task: a diffusion policy (trained here if its run folder is missing; PushT uses the lead's
+``runs/pusht_state`` when present, copied so its folder is never written), heads and conformal
+thresholds from ``agents.calibrate`` at alpha 0.05, then ``agents.uncertainty_eval`` on nominal
+episodes and under the task's shift presets, bare and with the task's expert as the fallback.
+The score latency compares, interleaved at batch 1, one plain chunk with a scored one (K = 8).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.calibrate import CalibrateConfig, calibrate
+from agents.collect import CollectConfig, collect
+from agents.evaluate import resolve_policy_dir
+from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
+from agents.uncertainty_eval import (
+    UncertaintyEvalConfig,
+    auroc,
+    evaluate_uncertainty,
+    write_uncertainty_report,
+)
+from policies import load_policy, save_policy
+from policies.uncertainty import load_estimator
+from policies.uncertainty.conformal import Calibration
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSetup:
+    """Where a task's policy lives, how to make it, and which shifts make the bare policy fail."""
+
+    run: str
+    """Run folder (made here when missing) or a saved policy folder."""
+    expert: str
+    """Expert for demonstrations and the fallback."""
+    shifts: tuple[str, ...]
+    """Shift presets evaluated besides nominal."""
+    source_run: str | None = None
+    """A policy trained elsewhere, copied into ``run`` (never written to)."""
+    demos: int = 200
+    """Demonstrations when the policy is trained here."""
+
+
+# Shifts per task: presets under which the bare policy fails on a share of episodes, so failure
+# prediction has both classes to separate (measured with `kinodiff eval --shift`).
+TASKS = {
+    "kinodiff/PointObstacle-v0": TaskSetup(run="runs/unc/point_dp", expert="scripted",
+                                           shifts=("actuator_gain", "obs_noise")),
+    "kinodiff/ArmReach-v0": TaskSetup(run="runs/unc/arm_dp", expert="ik",
+                                      shifts=("actuator_gain", "obs_noise")),
+    "kinodiff/PushT-v0": TaskSetup(run="runs/unc/pusht_dp", expert="mpc", source_run="runs/pusht_state",
+                                   shifts=("friction", "obs_noise")),
+}
+ALPHA = 0.05
+
+
+def _policy_dir(env_id: str, setup: TaskSetup, quick: bool) -> Path | None:
+    run = Path(setup.run)
+    if (run / "policy.json").is_file() or (run / "checkpoints").is_dir():
+        return resolve_policy_dir(run)
+    if setup.source_run is not None:
+        if not Path(setup.source_run).exists():
+            return None
+        policy, meta = load_policy(resolve_policy_dir(setup.source_run))
+        return save_policy(policy, run, {**meta, "copied_from": setup.source_run})
+    data = run.parent / f"{run.name}.zarr"
+    if not data.exists():
+        collect(CollectConfig(env=env_id, expert=setup.expert, episodes=20 if quick else setup.demos,
+                              out=str(data)), progress=False)
+    train_bc(BcRunConfig(data=str(data), policy="diffusion", out=str(run),
+                         train=BcTrainConfig(steps=300 if quick else 3000, threads=1)), progress=False)
+    return resolve_policy_dir(run)
+
+
+def _latency_ratio(policy_dir: Path, calls: int) -> tuple[float, float, float]:
+    """Median ms of a plain chunk and a scored chunk (K samples + every score), batch 1, interleaved."""
+    policy, _ = load_policy(policy_dir)
+    estimator, _ = load_estimator(policy_dir, policy)
+    c = policy.config
+    obs = torch.randn(1, c.n_obs_steps, c.obs_dim) * 0.1
+    plain, scored = [], []
+    for i in range(calls + 5):
+        t0 = time.perf_counter()
+        policy.predict_action_chunk(obs)
+        t1 = time.perf_counter()
+        estimator.predict(obs)
+        t2 = time.perf_counter()
+        if i >= 5:  # warm-up
+            plain.append(t1 - t0)
+            scored.append(t2 - t1)
+    a, b = float(np.median(plain) * 1e3), float(np.median(scored) * 1e3)
+    return a, b, b / a
+
+
+def _pooled_best(doc: dict[str, Any], cal: Calibration) -> tuple[str | None, float | None]:
+    """Best score's AUROC for failure over nominal and every shifted episode of the task together."""
+    episodes = [e for c in doc["conditions"].values() for e in c["episodes"]]
+    failed = np.array([not e["success"] for e in episodes])
+    scores = [cal.episode_scores(np.asarray(e["trace"]).reshape(-1, len(cal.names))) for e in episodes]
+    rated = [(auroc(np.array([s[n] for s in scores]), failed), n) for n in (*cal.names, "combined")]
+    rated = [(v, n) for v, n in rated if v is not None]
+    if not rated:
+        return None, None
+    value, name = max(rated)
+    return name, value
+
+
+def run(quick: bool = False) -> tuple[dict, list[dict], list[dict]]:
+    """Calibrate and evaluate every task; returns (config, results, bars)."""
+    torch.set_num_threads(1)
+    episodes = 8 if quick else 50
+    cal_episodes = 24 if quick else 100
+    alpha = 0.25 if quick else ALPHA
+    config = {"tasks": {k: asdict(v) for k, v in TASKS.items()}, "alpha": alpha,
+              "episodes_per_condition": episodes, "calibration_episodes": cal_episodes,
+              "num_samples": 8, "fallback": "the task's expert (stands in for a planner)"}
+    results, per_task = [], {}
+    for env_id, setup in TASKS.items():
+        policy_dir = _policy_dir(env_id, setup, quick)
+        if policy_dir is None:
+            results.append({"metric": "not measured", "value": None, "unit": "",
+                            "config": {"env": env_id, "why": f"no policy at {setup.source_run}"}})
+            continue
+        t0 = time.perf_counter()
+        cal_summary = calibrate(CalibrateConfig(run=str(policy_dir), env=env_id, episodes=cal_episodes,
+                                                alpha=alpha, retrain=True,
+                                                head_steps=200 if quick else 1500), progress=False)
+        cal_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        doc = evaluate_uncertainty(UncertaintyEvalConfig(
+            run=str(policy_dir), env=env_id, shifts=setup.shifts, episodes=episodes,
+            fallback=f"expert:{setup.expert}"), progress=False)
+        eval_s = time.perf_counter() - t0
+        write_uncertainty_report(Path(setup.run) / "uncertainty_eval", doc)
+        _, cal = load_estimator(policy_dir, load_policy(policy_dir)[0])
+        best_name, best_auroc = _pooled_best(doc, cal)
+        plain_ms, scored_ms, ratio = _latency_ratio(policy_dir, 20 if quick else 200)
+        nominal = doc["conditions"]["nominal"]
+        fa = nominal["metrics"]["scores"]["combined"]["false_alarm_rate"]
+        gains = {s: doc["conditions"][s]["success_fallback"] - doc["conditions"][s]["success_bare"]
+                 for s in setup.shifts}
+        loss = nominal["success_bare"] - nominal["success_fallback"]
+        cfg = {"env": env_id}
+        results += [
+            {"metric": "calibration nominal success", "value": cal_summary["nominal_success_rate"],
+             "unit": "rate", "config": {**cfg, "episodes": cal_episodes}},
+            {"metric": "best score AUROC for failure (nominal + shifts pooled)", "value": best_auroc,
+             "unit": "", "config": {**cfg, "score": best_name}},
+            {"metric": "false-alarm rate on nominal successes (combined alarm)", "value": fa,
+             "unit": "rate", "config": {**cfg, "alpha": alpha}},
+            {"metric": "fallback nominal success loss", "value": loss, "unit": "rate", "config": cfg},
+            {"metric": "scored chunk latency, K=8, batch 1", "value": scored_ms, "unit": "ms",
+             "config": cfg, "peer": "plain chunk, batch 1", "ratio_to_peer": ratio},
+            {"metric": "plain chunk latency, batch 1", "value": plain_ms, "unit": "ms", "config": cfg},
+            {"metric": "calibrate + evaluate wall time", "value": cal_s + eval_s, "unit": "s",
+             "config": cfg},
+        ]
+        for name, c in doc["conditions"].items():
+            comb = c["metrics"]["scores"]["combined"]
+            ccfg = {**cfg, "condition": name}
+            results += [
+                {"metric": "success bare", "value": c["success_bare"], "unit": "rate", "config": ccfg},
+                {"metric": "success with fallback", "value": c["success_fallback"], "unit": "rate",
+                 "config": ccfg},
+                {"metric": "combined AUROC (condition / pooled with nominal)",
+                 "value": comb["auroc"], "unit": "",
+                 "config": {**ccfg, "pooled": c["pooled_with_nominal"]["combined"]["auroc"]}},
+                {"metric": "TPR at calibrated threshold (combined)", "value": comb["tpr_at_threshold"],
+                 "unit": "rate", "config": ccfg},
+                {"metric": "detection lead time", "value": c["metrics"]["lead_time_steps"]["mean"],
+                 "unit": "steps", "config": ccfg},
+                {"metric": "per-score AUROC pooled with nominal",
+                 "value": c["best_score_pooled"][1], "unit": "",
+                 "config": {**ccfg, "scores": {k: v["auroc"] for k, v in
+                                               c["pooled_with_nominal"].items()}}},
+            ]
+        per_task[env_id] = {"auroc": best_auroc, "fa": fa, "gain": max(gains.values()), "loss": loss,
+                            "ratio": ratio}
+    bars = []
+    for env_id, t in per_task.items():
+        bars.append({"bar": f"best score's AUROC for failure under shift >= 0.85 ({env_id})",
+                     "value": t["auroc"], "threshold": 0.85,
+                     "met": t["auroc"] is not None and t["auroc"] >= 0.85})
+        bars.append({"bar": f"false alarms on nominal successes <= alpha + 0.03 ({env_id})",
+                     "value": t["fa"], "threshold": alpha + 0.03,
+                     "met": t["fa"] is not None and t["fa"] <= alpha + 0.03})
+    helped = [e for e, t in per_task.items() if t["gain"] >= 0.10 and t["loss"] <= 0.01]
+    bars.append({"bar": "fallback: success under shift +10 points on >= 2 tasks at <= 1 point "
+                        "nominal loss", "value": len(helped), "threshold": 2, "met": len(helped) >= 2})
+    worst = max((t["ratio"] for t in per_task.values()), default=None)
+    bars.append({"bar": "scores with K=8 cost <= 2.2x a single chunk at batch 1 (worst task)",
+                 "value": worst, "threshold": 2.2, "met": worst is not None and worst <= 2.2})
+    return config, results, bars
