@@ -178,18 +178,19 @@ class ControlLoop:
                 deadline, woke = clock.wait()
                 jitter.append(woke - deadline)
                 tick += 1
-                if self._estopped:
-                    st.reset_plan()  # after a clear, command only from a chunk computed afterwards
-                    work.append(time.perf_counter() - woke)
-                    continue
                 obs = self.robot.read_observation(c.obs_timeout_periods * period)
                 t_obs = time.perf_counter()
+                if self._estopped:  # keep watching the robot, but plan and command nothing
+                    st.reset_plan()  # after a clear, command only from a chunk computed afterwards
+                    st.holding = "estop"
+                    work.append(time.perf_counter() - woke)
+                    continue
                 new_obs = obs is not None and obs.seq != st.last_seq
                 if obs is not None:
                     st.last_obs_t = t_obs  # the robot answers: not stale
                 if new_obs:
                     st.last_seq = obs.seq
-                    st.ep_return += obs.reward
+                    st.ep_return += obs.reward if st.commands else 0.0  # no reward before acting
                     if seeds and obs.done:
                         episodes.append(st.result(obs))
                         if len(episodes) == len(seeds):
