@@ -167,6 +167,7 @@ def normalized_score(ret: float, random_ret: float, expert_ret: float) -> float:
 
 def run_plan(config: PlanConfig, progress: bool = True) -> dict[str, Any]:
     """Evaluate the planner (and the baselines); write report.json/report.md; return the summary."""
+    from agents.plan_trace import plot_trace, trace_episode
     from agents.report import write_report
 
     seeds = [episode_seed(config.seed, i) for i in range(config.episodes)]
@@ -191,9 +192,17 @@ def run_plan(config: PlanConfig, progress: bool = True) -> dict[str, Any]:
     summary = {"env_id": config.env, "planner": config.planner, "normalized_score": score,
                "success_rate": summaries[config.planner]["success_rate"], "config": asdict(config)}
     env = env_factory()
-    files = write_report(config.out_dir, summaries, episodes, getattr(env.unwrapped, "layout", None),
-                         None, env.metadata.get("render_fps", 20), extra=summary)
+    layout = getattr(env.unwrapped, "layout", None)
+    files = write_report(config.out_dir, summaries, episodes, layout, None,
+                         env.metadata.get("render_fps", 20), extra=summary)
+    if hasattr(layout, "free"):
+        # The plan trace: episode 0 again, in this process, with its plans kept.
+        planner = make_planner(config.planner, env, config.cost, **config.settings)
+        trace = trace_episode(env, planner, cost_preset(config.env, config.cost).goal, seeds[0])
+        files["plan_trace"] = plot_trace(trace, layout, config.out_dir / "plan_trace.png",
+                                         f"{config.planner} on {config.env} {config.env_kwargs or ''}")
     env.close()
+    summary["files"] = {k: str(v) for k, v in files.items()}
     summary["report"] = str(files["md"])
     summary["summaries"] = summaries
     write_json_atomic(config.out_dir / "plan.json", summary)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 
@@ -78,6 +79,7 @@ def _plan(env_kwargs: dict, episodes: int, goals: int = 1, env: str = "kinodiff/
 
 def run(quick: bool = False):
     """Returns (config, results, bars)."""
+    load0 = os.getloadavg()[0]
     steps, rounds, large_eps, small_eps = (20, 3, 3, 2) if quick else (200, 15, 50, 10)
     results, bars = [], []
 
@@ -141,6 +143,8 @@ def run(quick: bool = False):
                                "success_rate": ours["success_rate"]},
                     "peer": {"name": "random policy", "value": rand["return_mean"]},
                     "ratio_to_peer": ours["return_mean"] / rand["return_mean"]})
+    # Timings on a shared machine depend on what else runs: the load is recorded beside them.
     config = {"mpc": MPC, "control_steps": steps, "rollout_rounds": rounds,
+              "load_average_1min_at_end": os.getloadavg()[0], "load_average_1min_at_start": load0,
               "episodes": {"large": large_eps, "u/medium": small_eps}}
     return config, results, bars

@@ -34,6 +34,7 @@ def test_cli_plan_and_its_errors(tmp_path, capsys):
                  "--no-baselines", "--env-kwargs", "layout=u", "--out", str(tmp_path / "p"),
                  "--set", "low_level_settings={'samples': 16, 'horizon': 16, 'substeps': 1}"])
     assert code == 0
+    assert (tmp_path / "p" / "plan_trace.png").stat().st_size > 0
     assert "hierarchical on kinodiff/Maze-v0: success 1.00" in capsys.readouterr().out
     assert main(["plan", "--env", "kinodiff/Maze-v0", "--planner", "nope"]) == 2
     assert "unknown planner 'nope'" in capsys.readouterr().err
