@@ -16,7 +16,7 @@ from typing import Any
 
 BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env_step",
               "experts": "benchmarks.experts", "policy-latency": "benchmarks.policy_latency",
-              "planners": "benchmarks.planners",
+              "planners": "benchmarks.planners", "rollouts": "benchmarks.rollouts",
               "uncertainty": "benchmarks.uncertainty"}
 
 

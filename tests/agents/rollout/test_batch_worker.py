@@ -162,7 +162,7 @@ def test_an_interrupted_collection_resumes_to_the_clean_store(tmp_path):
 def test_sb3_ppo_learns_on_the_rollout_vec_env():
     venv = RolloutVecEnv(EnvFactory(REACH), PoolConfig(envs_per_worker=4))
     venv.seed(0)
-    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=2, seed=0, verbose=0)
+    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, verbose=0)
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(256)
     assert model.num_timesteps == 256

@@ -1,0 +1,159 @@
+"""Rollout throughput with a diffusion policy in the loop: Ray workers vs SubprocVecEnv and AsyncVectorEnv.
+
+Every configuration runs the same episodes of the same task (PointObstacle-v0, seeded) with the
+same diffusion policy (default config, MLP denoiser, 10 DDIM steps, 1 torch thread per process)
+chunk by chunk: Ray rollout workers (each holding the policy and running it for its own envs) with
+1 and 2 workers, and, as peers in the same run, SB3's ``SubprocVecEnv(2)`` and Gymnasium's
+``AsyncVectorEnv(2)``, which step the envs in two subprocesses while this process runs the policy
+for both (the way SB3 and LeRobot evaluate). The policy is untrained, so every episode runs to the
+time limit and each configuration does exactly the same work. Times exclude process start-up.
+
+Multi-robot: env-steps/s and robot-steps/s of MultiRobotArena-v0 with N = 2..64 robots served by
+one per-robot policy in one batched call per control step (one worker, in this process).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.rollout.actors import PolicyActorFactory
+from agents.rollout.env_factory import EnvFactory
+from agents.rollout.pool import PoolConfig, RolloutPool
+from agents.rollout.worker import VecRolloutWorker
+from agents.utils import episode_seed
+from policies import make_policy, save_policy
+
+ENV = "kinodiff/PointObstacle-v0"
+ARENA = "kinodiff/MultiRobotArena-v0"
+EPISODE_STEPS = 200  # PointObstacle's time limit: an untrained policy always reaches it
+
+
+def _jobs(n: int, offset: int = 0) -> list[tuple[int, int]]:
+    return [(i, episode_seed(0, i)) for i in range(offset, offset + n)]
+
+
+def _time_pool(pool: RolloutPool, episodes: int, repeats: int) -> float:
+    """Best-of-``repeats`` seconds for ``episodes`` episodes (after a warm-up call)."""
+    list(pool.run(_jobs(pool.num_envs)))
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        results = list(pool.run(_jobs(episodes, 1000 * (r + 1))))
+        times.append(time.perf_counter() - t0)
+        if sum(x.length for x in results) != episodes * EPISODE_STEPS:
+            raise RuntimeError("an episode ended before the time limit; the configurations would "
+                               "not do the same work")
+    return min(times)
+
+
+def _time_vec_env(venv, actor_factory: PolicyActorFactory, probe: gym.Env, episodes: int,
+                  repeats: int, sb3: bool) -> float:
+    """Best-of-``repeats`` seconds for ``episodes`` episodes on a 2-env peer VecEnv.
+
+    The policy runs here for both envs through the same batch actor the workers use; the envs
+    auto-reset (SB3 does; AsyncVectorEnv is built with SAME_STEP autoreset).
+    """
+    actor = actor_factory.batch([probe, probe])
+    n = 2
+    times = []
+    for r in range(repeats + 1):  # the first round warms up
+        seeds = [s for _, s in _jobs(n, 1000 * (r + 1))]
+        if sb3:
+            venv.seed(seeds[0])
+            obs = venv.reset()
+        else:
+            obs, _ = venv.reset(seed=seeds)
+        for slot in range(n):
+            actor.reset(slot, slot, seeds[slot])
+        done_eps, t0 = 0, time.perf_counter()
+        while done_eps < episodes:
+            actions = actor.act(list(obs), [0, 1])
+            if sb3:
+                obs, _, dones, _ = venv.step(actions)
+            else:
+                obs, _, term, trunc, _ = venv.step(actions)
+                dones = term | trunc
+            for slot in np.flatnonzero(dones):
+                done_eps += 1
+                actor.reset(int(slot), done_eps, done_eps)
+        if r:
+            times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _multi_robot(policy_dir: Path, n_robots: int, steps: int) -> dict:
+    """Env-steps/s and robot-steps/s of one arena with a per-robot policy, in this process."""
+    factory = EnvFactory(ARENA, {"n_robots": n_robots, "max_episode_steps": steps})
+    worker = VecRolloutWorker(factory, PolicyActorFactory(str(policy_dir), "bench"), num_envs=1)
+    worker.run_jobs(_jobs(1))  # warm-up
+    calls0 = worker.actor.calls
+    t0 = time.perf_counter()
+    [result] = worker.run_jobs(_jobs(1, 7))
+    dt = time.perf_counter() - t0
+    return {"env_steps_per_s": result.length / dt, "robot_steps_per_s": result.length * n_robots / dt,
+            "calls_per_step": (worker.actor.calls - calls0) / result.length}
+
+
+def run(quick: bool = False):
+    """Returns (config, results, bars)."""
+    torch.set_num_threads(1)
+    episodes, repeats = (8, 1) if quick else (40, 3)
+    results, bars = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        policy_dir = save_policy(make_policy("diffusion", obs_dim=4, action_dim=2), Path(tmp) / "dp")
+        actor_factory = PolicyActorFactory(str(policy_dir), "bench", threads=1)
+        factory = EnvFactory(ENV)
+        eps = {}
+        for workers, m in ((1, 1), (2, 1), (1, 4), (2, 4)):
+            with RolloutPool(factory, actor_factory,
+                             PoolConfig(workers=workers, envs_per_worker=m)) as pool:
+                eps[(workers, m)] = episodes / _time_pool(pool, episodes, repeats)
+            results.append({"metric": "episodes_per_s", "value": eps[(workers, m)], "unit": "1/s",
+                            "config": {"runner": "ray", "workers": workers, "envs_per_worker": m,
+                                       "episodes": episodes}})
+            results.append({"metric": "env_steps_per_s", "value": eps[(workers, m)] * EPISODE_STEPS,
+                            "unit": "1/s", "config": {"runner": "ray", "workers": workers,
+                                                      "envs_per_worker": m}})
+        probe = factory()
+        from stable_baselines3.common.vec_env import SubprocVecEnv
+
+        venv = SubprocVecEnv([factory, factory])
+        sub = episodes / _time_vec_env(venv, actor_factory, probe, episodes, repeats, sb3=True)
+        venv.close()
+        venv = gym.vector.AsyncVectorEnv([factory, factory],
+                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        asy = episodes / _time_vec_env(venv, actor_factory, probe, episodes, repeats, sb3=False)
+        venv.close()
+        for name, value in (("SubprocVecEnv(2)", sub), ("AsyncVectorEnv(2)", asy)):
+            results.append({"metric": "episodes_per_s", "value": value, "unit": "1/s",
+                            "config": {"runner": name, "episodes": episodes}})
+        for m in (1, 4):
+            for name, value in (("SubprocVecEnv(2)", sub), ("AsyncVectorEnv(2)", asy)):
+                results.append({"metric": "episodes_per_s_ray_2_workers", "value": eps[(2, m)],
+                                "unit": "1/s", "config": {"envs_per_worker": m}, "peer": name,
+                                "ratio_to_peer": eps[(2, m)] / value})
+        scale = eps[(2, 1)] / eps[(1, 1)]
+        bars.append({"bar": "2 workers on 2 cores >= 1.8x the episodes/s of 1 worker",
+                     "value": scale, "threshold": 1.8, "met": scale >= 1.8})
+        vs = eps[(2, 1)] / sub
+        bars.append({"bar": "2 workers on 2 cores >= 1.0x SubprocVecEnv(2)", "value": vs,
+                     "threshold": 1.0, "met": vs >= 1.0})
+
+        arena_policy = save_policy(make_policy("diffusion", obs_dim=22, action_dim=2),
+                                   Path(tmp) / "arena")
+        for n in (2, 8, 16, 32, 64):
+            m = _multi_robot(arena_policy, n, 40 if quick else 200)
+            for key, unit in (("env_steps_per_s", "1/s"), ("robot_steps_per_s", "1/s"),
+                              ("calls_per_step", "calls")):
+                results.append({"metric": f"arena_{key}", "value": m[key], "unit": unit,
+                                "config": {"n_robots": n, "workers": 0, "envs_per_worker": 1}})
+    config = {"env": ENV, "policy": "diffusion (defaults: MLP denoiser, DDIM 10 steps, Ta=8)",
+              "episodes": episodes, "repeats": repeats, "episode_steps": EPISODE_STEPS,
+              "torch_threads_per_process": 1}
+    return config, results, bars
