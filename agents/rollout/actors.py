@@ -152,7 +152,7 @@ class _Sb3Factory:
     def batch(self, envs: list[gym.Env]) -> Sb3BatchActor:
         """One model, one ``predict`` over every slot."""
         actor = Sb3ExpertActor(self.path)
-        return Sb3BatchActor(actor.model, actor.source)
+        return Sb3BatchActor(actor.model, actor.source, actor.normalize)
 
 
 class _ExpertFactory:

@@ -68,15 +68,19 @@ class PerSlotBatchActor:
 class Sb3BatchActor:
     """A deterministic stable-baselines3 model over all slots in one ``predict`` call."""
 
-    def __init__(self, model, source: str) -> None:
-        self.model, self.source = model, source
+    def __init__(self, model, source: str, normalize=None) -> None:
+        # normalize: obs -> obs with the VecNormalize statistics the model was trained under.
+        self.model, self.source, self.normalize = model, source, normalize
 
     def reset(self, slot: int, episode_index: int, seed: int) -> None:
         """Deterministic models keep no episode state."""
 
     def act(self, obs: Sequence[np.ndarray], slots: Sequence[int]) -> np.ndarray:
         """One batched ``predict``."""
-        action, _ = self.model.predict(np.stack(obs), deterministic=True)
+        batch = np.stack(obs)
+        if self.normalize is not None:
+            batch = self.normalize(batch)
+        action, _ = self.model.predict(batch, deterministic=True)
         return np.asarray(action, dtype=np.float32)
 
     def pop_latencies(self, slot: int) -> list[float]:
