@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,21 +126,37 @@ class VecRolloutWorker:
     def _step(self, slot: int, action: np.ndarray, index: int | None = None,
               seed: int | None = None):
         self._stepping = (slot, index, seed, time.monotonic())
-        alarm = (self.step_timeout is not None
-                 and threading.current_thread() is threading.main_thread())
-        if alarm:
-            def _expired(signum, frame):
-                raise StepTimeoutError(self.worker_index, slot, index, seed, self.step_timeout)
-
-            previous = signal.signal(signal.SIGALRM, _expired)
-            signal.setitimer(signal.ITIMER_REAL, self.step_timeout)
         try:
             return self.envs[slot].step(action)
         finally:
-            if alarm:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
             self._stepping = None
+
+    @contextmanager
+    def _watchdog(self):
+        """Interrupt an env step that runs over ``step_timeout`` (in-process, main thread only).
+
+        A periodic ``SIGALRM`` (every quarter of the timeout) checks the step in progress, so a
+        step costs no system call; the handler raises :class:`StepTimeoutError` inside the step.
+        """
+        limit = self.step_timeout
+        if limit is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def check(signum, frame):
+            now = self._stepping
+            if now is not None and time.monotonic() - now[3] > limit:
+                self._stepping = None
+                slot, index, seed, t0 = now
+                raise StepTimeoutError(self.worker_index, slot, index, seed, time.monotonic() - t0)
+
+        previous = signal.signal(signal.SIGALRM, check)
+        signal.setitimer(signal.ITIMER_REAL, limit / 4, limit / 4)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
     # -- collection and evaluation ------------------------------------------------------------
     def run_jobs(self, jobs: Sequence[tuple[int, int]], render: bool = False) -> list[EpisodeResult]:
@@ -161,9 +178,16 @@ class VecRolloutWorker:
             running[slot] = _Episode(index, seed, obs, info,
                                      self.envs[slot].render() if render else None)
 
-        for slot in range(self.num_envs):
-            if queue:
-                start(slot)
+        with self._watchdog():
+            for slot in range(self.num_envs):
+                if queue:
+                    start(slot)
+            self._run(running, queue, start, results, render)
+        return results
+
+    def _run(self, running: dict[int, _Episode], queue: deque, start: Callable, results: list,
+             render: bool) -> None:
+        """Step every running slot (one batched ``act`` per control step) until all are done."""
         while running:
             slots = sorted(running)
             actions = self.actor.act([running[s].obs for s in slots], slots)
@@ -182,7 +206,6 @@ class VecRolloutWorker:
                     results.append(self._finish(slot, running.pop(slot), info))
                     if queue:
                         start(slot)
-        return results
 
     def _finish(self, slot: int, ep: _Episode, info: dict) -> EpisodeResult:
         rewards = np.asarray(ep.rew_list, dtype=np.float32)
@@ -225,17 +248,18 @@ class VecRolloutWorker:
             ``reset_info``.
         """
         obs, rewards, terms, truncs, infos = [], [], [], [], []
-        for slot, env in enumerate(self.envs):
-            o, r, term, trunc, info = self._step(slot, actions[slot])
-            if term or trunc:
-                info = dict(info, terminal_observation=o)
-                o, info["reset_info"] = env.reset()
-            self._last_obs[slot] = o
-            obs.append(o)
-            rewards.append(r)
-            terms.append(term)
-            truncs.append(trunc)
-            infos.append(info)
+        with self._watchdog():
+            for slot, env in enumerate(self.envs):
+                o, r, term, trunc, info = self._step(slot, actions[slot])
+                if term or trunc:
+                    info = dict(info, terminal_observation=o)
+                    o, info["reset_info"] = env.reset()
+                self._last_obs[slot] = o
+                obs.append(o)
+                rewards.append(r)
+                terms.append(term)
+                truncs.append(trunc)
+                infos.append(info)
         return obs, np.asarray(rewards, dtype=np.float32), np.asarray(terms), np.asarray(truncs), infos
 
     def get_env_attr(self, name: str, slots: Sequence[int]) -> list[Any]:
