@@ -100,6 +100,8 @@ def collect(config: CollectConfig, progress: bool = True, pool: RolloutPool | No
     done = set(store.table()["episode_id"].tolist())
     jobs = [(i, episode_seed(config.seed, i)) for i in range(config.episodes)
             if episode_id(config.seed, i) not in done]
+    if pool is not None and pool.env_factory != env_factory:
+        raise ValueError(f"the pool runs {pool.env_factory}; expected {env_factory}")
     own_pool = pool is None
     with store:
         pool = pool or RolloutPool(env_factory, actor_factory, config.pool_config())
