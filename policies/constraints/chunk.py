@@ -72,8 +72,9 @@ class ChunkConstraintConfig:
     """Projection sweeps per denoising step."""
     final_iters: int = 30
     """Projection sweeps on the sample."""
-    guidance_scale: float = 0.3
-    """Step size of the cost-gradient guidance, normalized units per unit cost gradient."""
+    guidance_scale: float = 1.0
+    """Step size of the cost-gradient guidance as a fraction of 1 / L, L the Lipschitz constant
+    of the clearance cost's gradient (1 moves onto the constraint when a single row binds)."""
     cbf_gamma: float = 0.3
     """Decay rate of the discrete barrier condition, 0 < gamma <= 1."""
 
@@ -194,7 +195,12 @@ class ChunkConstraint:
         if method == "guidance":
             rows = self._obstacle_rows(y, barrier=False)
             if rows is not None:
-                y = y - self.config.guidance_scale * penalty_gradient(y, *rows)
+                # Step size scale / (2 sum |c_i|^2) over the violated rows: the cost's gradient is
+                # Lipschitz with that constant on their region, so scale = 1 cannot overshoot.
+                C = rows[0]
+                violated = ((C @ y.unsqueeze(-1)).squeeze(-1) > rows[1]).to(C.dtype)
+                lipschitz = 2 * ((C * C).sum(-1) * violated).sum(-1, keepdim=True).clamp_min(1e-12)
+                y = y - self.config.guidance_scale * penalty_gradient(y, *rows) / lipschitz
         else:
             rows = self._rows(y, barrier=method == "cbf", hard=method == "project")
             if rows is not None:
@@ -215,9 +221,12 @@ class ChunkConstraint:
             return x
         y = x.reshape(x.shape[0], -1).to(torch.float64)
         if method in ("project", "final", "cbf"):
-            rows = self._rows(y, barrier=method == "cbf", hard=True)
-            if rows is not None:
-                y = averaged_projections(y, *rows, self.y_low, self.y_high, self.config.final_iters)
+            if self._hard_rows is None:
+                self._hard_rows = self._limit_rows()
+            # Obstacle rows are linearizations: relinearize once halfway through the sweeps.
+            for _ in range(2):
+                rows = self._rows(y, barrier=method == "cbf", hard=True)
+                y = averaged_projections(y, *rows, self.y_low, self.y_high, self.config.final_iters // 2)
         actions = self._clamp_hard(self.center + self.half * y.reshape(-1, self.H, self.A))
         self._prev = actions[:, self.Ta - 1].clone()
         return ((actions - self.center) / self.half).to(x.dtype)

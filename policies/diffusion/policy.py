@@ -196,8 +196,8 @@ class DiffusionPolicy(Policy):
             out = self.denoiser(x, t_batch.fill_(step.t), cond)
             noise = torch.randn(x.shape, generator=self.generator) if step.sigma > 0 else None
             x, x0 = reverse_step(x, out, step, c.prediction_type, c.clip_sample, noise)
-            if self._constraint is not None:
-                x = self._constraint.step(x, i, len(steps))
+            if self._constraint is not None:  # correct the clean estimate; x_prev is linear in it
+                x = x + step.x0_coef * (self._constraint.step(x0, i, len(steps)) - x0)
             if c.adaptive_tol and previous is not None and (x0 - previous).abs().max() < c.adaptive_tol:
                 return x0
             previous = x0
