@@ -172,3 +172,39 @@ def test_sb3_ppo_learns_on_the_rollout_vec_env():
     _, _, dones, infos = venv.step(np.zeros((4, 1), dtype=np.float32))
     assert len(infos) == 4 and dones.shape == (4,)
     venv.close()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_driver_resumes_to_the_clean_store(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from agents.data.episode_store import EpisodeStore
+
+    n, out = 600, tmp_path / "killed.zarr"
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from agents.collect import CollectConfig, collect\n"
+            f"collect(CollectConfig(env={REACH!r}, episodes={n}, seed=3, out={str(out)!r}), "
+            "progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=os.getcwd())
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if EpisodeStore.open(out).n_episodes > 0:
+                    break
+            except (FileNotFoundError, ValueError, KeyError):
+                pass  # not created yet, or caught mid-creation
+            time.sleep(0.05)
+        assert proc.poll() is None, "the collection finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    cut = EpisodeStore.open(out).n_episodes
+    assert 0 < cut < n
+    resumed = _collect(tmp_path, "killed.zarr", episodes=n, resume=True)
+    clean = _collect(tmp_path, "clean.zarr", episodes=n)
+    assert resumed["already_committed"] == cut and resumed["episodes"] == n
+    assert resumed["content_sha256"] == clean["content_sha256"]
