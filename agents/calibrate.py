@@ -57,7 +57,7 @@ class CalibrateConfig:
     """Chunks in the trailing mean of each score before thresholding."""
     seed: int = 5000
     """Seed of the calibration episodes (kept apart from evaluation's default 1000)."""
-    head_steps: int = 1500
+    head_steps: int = 800
     """Gradient steps of the heads."""
     head_batch: int = 256
     """Windows per head batch."""

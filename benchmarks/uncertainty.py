@@ -115,8 +115,8 @@ def _pooled_best(doc: dict[str, Any], cal: Calibration) -> tuple[str | None, flo
 def run(quick: bool = False) -> tuple[dict, list[dict], list[dict]]:
     """Calibrate and evaluate every task; returns (config, results, bars)."""
     torch.set_num_threads(1)
-    episodes = 8 if quick else 50
-    cal_episodes = 24 if quick else 100
+    episodes = 8 if quick else 30
+    cal_episodes = 24 if quick else 60
     alpha = 0.25 if quick else ALPHA
     config = {"tasks": {k: asdict(v) for k, v in TASKS.items()}, "alpha": alpha,
               "episodes_per_condition": episodes, "calibration_episodes": cal_episodes,
@@ -131,7 +131,7 @@ def run(quick: bool = False) -> tuple[dict, list[dict], list[dict]]:
         t0 = time.perf_counter()
         cal_summary = calibrate(CalibrateConfig(run=str(policy_dir), env=env_id, episodes=cal_episodes,
                                                 alpha=alpha, retrain=True,
-                                                head_steps=200 if quick else 1500), progress=False)
+                                                head_steps=200 if quick else 800), progress=False)
         cal_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         doc = evaluate_uncertainty(UncertaintyEvalConfig(

@@ -38,7 +38,7 @@ class UncertaintyConfig:
     """K: chunks sampled per observation (one batched call)."""
     ensemble_size: int = 5
     """M: members of the denoiser ensemble."""
-    ensemble_hidden: tuple[int, ...] = (256, 256)
+    ensemble_hidden: tuple[int, ...] = (128, 128)
     """Hidden widths of each ensemble member."""
     ensemble_level: float = 0.5
     """Signal level at which the ensemble re-denoises the executed chunk (1 = no noise)."""
