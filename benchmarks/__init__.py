@@ -17,7 +17,8 @@ from typing import Any
 BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env_step",
               "experts": "benchmarks.experts", "policy-latency": "benchmarks.policy_latency",
               "planners": "benchmarks.planners", "rollouts": "benchmarks.rollouts",
-              "uncertainty": "benchmarks.uncertainty"}
+              "constraints": "benchmarks.constraints",
+              "uncertainty": "benchmarks.uncertainty", "deploy": "benchmarks.deploy"}
 
 
 def machine() -> dict[str, Any]:

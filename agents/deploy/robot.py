@@ -94,6 +94,7 @@ class SimRobot:
         self._reader = FrameReader(self.sock)
         self._send_lock = threading.Lock()  # e-stop may come from another thread
         self._next_id = 0
+        self._last_seq: int | None = None
 
     def _first_line(self, timeout: float) -> str:
         box: list[str] = []
@@ -129,9 +130,20 @@ class SimRobot:
                            done=bool(reply["done"]), success=bool(reply["success"]), extra=extra)
 
     def read_observation(self, timeout: float) -> Observation | None:
-        """Ask for the current observation; ``None`` after ``timeout`` seconds."""
-        reply = self._request({"op": "observe"}, timeout)
-        return None if reply is None else self._observation(reply)
+        """The newest observation the robot pushed since the last read, else ask for one.
+
+        Returns ``None`` when the robot does not answer within ``timeout`` seconds.
+        """
+        latest = None
+        while (frame := self._reader.read(0.0)) is not None:  # drain without waiting
+            if frame["op"] == "observation":
+                latest = frame
+        if latest is None or latest["seq"] == self._last_seq:
+            latest = self._request({"op": "observe"}, timeout)
+            if latest is None:
+                return None
+        self._last_seq = latest["seq"]
+        return self._observation(latest)
 
     def send_command(self, command: np.ndarray) -> None:
         """Send one command (float64 values as JSON numbers)."""

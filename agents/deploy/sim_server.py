@@ -6,7 +6,8 @@ of ``agents.deploy.wire``.
 
 The robot advances in lockstep with its controller: each command is executed for one control period
 (one ``env.step``), so the simulated robot sees exactly the policy's control rate whatever the
-wall-clock rate of the loop. ``hold`` and ``stop`` freeze it in place (the physics does not advance,
+wall-clock rate of the loop; after each command the new observation is pushed to the controller
+unasked (``id`` null). ``hold`` and ``stop`` freeze it in place (the physics does not advance,
 as brakes would) until the next command. Commands that are malformed or non-finite are rejected and
 counted, never applied: the robot defends itself even from a broken controller.
 """
@@ -88,7 +89,9 @@ class SimRobotServer:
         op = msg["op"]
         if op == "command":
             self.command(msg.get("action"))
-            return None
+            # Stream the new state at once, as a robot publishes its state every period: the
+            # controller finds it waiting at its next tick instead of paying a round trip.
+            return self.observation(None)
         if op == "observe":
             return self.observation(msg.get("id"))
         if op == "hold":

@@ -10,7 +10,8 @@ recognised and dropped)::
 
     {"op": "observe", "id": 7}                  -> observation
     {"op": "reset", "id": 8, "seed": 123}       -> observation of the new episode
-    {"op": "command", "action": [0.1, -0.2]}    no reply; the robot executes it for one period
+    {"op": "command", "action": [0.1, -0.2]}    the robot executes it for one period, then pushes
+                                                its new observation with "id": null
     {"op": "hold"}                              no reply; the robot holds still until a command
     {"op": "stop"}                              no reply; e-stop: the robot stops until a command
     {"op": "stats", "id": 9}                    -> stats
@@ -78,6 +79,8 @@ class FrameReader:
         frame = self._frame()
         if frame is not None:
             return frame
+        if timeout is not None and timeout <= 0:
+            return self._read_nowait()
         self.sock.settimeout(timeout)
         try:
             while True:
@@ -90,6 +93,21 @@ class FrameReader:
                     return frame
         except (TimeoutError, BlockingIOError):
             return None
+
+
+    def _read_nowait(self) -> dict[str, Any] | None:
+        # MSG_DONTWAIT leaves the socket's timeout alone (a sender on another thread relies on it).
+        while True:
+            try:
+                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError, TimeoutError):  # timeout sockets raise the latter
+                return None
+            if not data:
+                raise ConnectionError("the peer closed the connection")
+            self._buf += data
+            frame = self._frame()
+            if frame is not None:
+                return frame
 
 
 def connect(host: str, port: int, timeout: float = 5.0) -> socket.socket:

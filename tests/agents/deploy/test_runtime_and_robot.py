@@ -84,9 +84,11 @@ def test_sim_robot_executes_commands_and_rejects_non_finite_ones():
         robot.send_command(np.array([np.nan]))  # a broken controller: the robot defends itself
         robot.send_command(np.array([0.5, 0.5]))  # wrong size
         robot.hold()
-        after = robot.read_observation(5.0)
+        pushed = robot.read_observation(5.0)  # pushed by the robot right after the command
+        asked = robot.read_observation(5.0)  # nothing new pushed: asked for, after the hold
         stats = robot.stats()
-    assert after.seq == obs.seq + 1 and after.extra["held"]
+    assert pushed.seq == obs.seq + 1 and not pushed.extra["held"]
+    assert asked.seq == pushed.seq and asked.extra["held"]
     assert stats["commands"] == 1 and stats["rejected"] == 2 and stats["non_finite_received"] == 1
     assert stats["holds"] == 1
 
