@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
-from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.rollout.env_factory import EnvFactory
@@ -26,6 +25,7 @@ from agents.train.sb3_common import (
     evaluate_model,
     load_base_policy,
     make_vec_env,
+    monitored,
 )
 from agents.utils import seed_everything, versions, write_json_atomic
 
@@ -92,7 +92,7 @@ def residual_venv(env_id: str, base_run: str, n_envs: int, seed: int, scale: flo
     """The task vectorized, each env under ``Monitor``, wrapped by a fresh copy of the base policy."""
     base, _, _ = load_base_policy(base_run)
     factory = EnvFactory(env_id, dict(env_kwargs or {}))
-    venv = make_vec_env(factory, n_envs, seed, lambda env: Monitor(env, info_keywords=("is_success",)))
+    venv = make_vec_env(factory, n_envs, seed, lambda env: monitored(env, env_id))
     return ResidualVecEnv(venv, base, scale=scale, squash=squash, seed=seed)
 
 

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
-from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.rollout.env_factory import EnvFactory
-from agents.train.sb3_common import CurveLogger, EnvStepCounter, make_vec_env
+from agents.train.sb3_common import CurveLogger, EnvStepCounter, make_vec_env, monitored
 from agents.utils import seed_everything, versions, write_json_atomic
 from envs.registry import check_env_id
 
@@ -140,7 +139,8 @@ def load_obs_stats(model_path: str | Path):
     if not path.is_file():
         return None
     doc = json.loads(path.read_text())
-    mean, std = np.asarray(doc["mean"], np.float32), np.sqrt(np.asarray(doc["var"], np.float32) + doc["epsilon"])
+    mean = np.asarray(doc["mean"], np.float32)
+    std = np.sqrt(np.asarray(doc["var"], np.float32) + doc["epsilon"])
     clip = doc["clip_obs"]
 
     def normalize(obs: np.ndarray) -> np.ndarray:
@@ -182,7 +182,9 @@ def train_rl(config: RlConfig, progress: bool = True) -> Path:
     normalize = p["normalize"] if config.normalize is None else config.normalize
     kwargs = {**p["kwargs"], **config.algo_kwargs}
     factory = EnvFactory(config.env, dict(config.env_kwargs))
-    monitor = lambda env: Monitor(env, info_keywords=("is_success",) if _reports_success(factory) else ())  # noqa: E731
+    def monitor(env):
+        return monitored(env, config.env)
+
     venv: VecEnv = make_vec_env(factory, n_envs, config.seed, monitor)
     eval_venv: VecEnv = make_vec_env(factory, 1, config.seed + 10_000, monitor)
     if normalize:
@@ -213,12 +215,3 @@ def train_rl(config: RlConfig, progress: bool = True) -> Path:
     eval_venv.close()
     return out
 
-
-def _reports_success(factory: EnvFactory) -> bool:
-    env = factory()
-    try:
-        env.reset(seed=0)
-        _, _, _, _, info = env.step(env.action_space.sample())
-        return "is_success" in info
-    finally:
-        env.close()

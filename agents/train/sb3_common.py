@@ -20,6 +20,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.rollout.env_factory import EnvFactory
 from agents.train.checkpoint import latest_checkpoint
+from envs.registry import ENV_SPECS
 from envs.wrappers import ActionChunk, FrameStackObservation
 from policies import Policy, load_policy
 
@@ -48,7 +49,12 @@ class ChunkedEnvFactory:
         env = EnvFactory(self.env_id, self.kwargs)()
         env = ActionChunk(FrameStackObservation(env, self.n_obs_steps, padding_type="reset"),
                           self.n_action_steps)
-        return Monitor(env, info_keywords=("is_success",))
+        return monitored(env, self.env_id)
+
+
+def monitored(env: gym.Env, env_id: str) -> Monitor:
+    """SB3's ``Monitor``, recording ``is_success`` for kinodiff tasks (every step reports it)."""
+    return Monitor(env, info_keywords=("is_success",) if env_id in ENV_SPECS else ())
 
 
 def make_vec_env(factory, n_envs: int, seed: int, wrap=None) -> VecEnv:
