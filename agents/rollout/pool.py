@@ -145,18 +145,13 @@ class RolloutPool:
         return [self._ready(w) for w in range(len(self._actors))]
 
     def _ready(self, w: int) -> int:
-        """Wait until worker ``w`` is up and return its pid.
-
-        The call goes through the "control" concurrency group; a Ray actor serves that group's
-        heartbeats beside a running ``run_jobs`` only once it has served a call in it, so this
-        runs after every (re)start, before the worker gets work.
-        """
+        """Wait until worker ``w`` is up (pinged, see :meth:`_ping`) and return its pid."""
         import ray
         from ray.exceptions import ActorUnavailableError
 
         for _ in range(150):  # a worker Ray is restarting answers once it is back
             try:
-                return ray.get(self._actors[w].pid.options(concurrency_group="control").remote())
+                return ray.get(self._ping(w))
             except ActorUnavailableError:
                 time.sleep(0.2)
         raise RolloutError(f"rollout worker {w} did not come back from its restart within 30 s")
@@ -217,19 +212,27 @@ class RolloutPool:
         inflight: dict[Any, tuple[int, list]] = {}
         load = [0] * len(self._actors)
         alive = set(range(len(self._actors)))
-        poll = min(1.0, self.config.step_timeout / 2) if self.config.step_timeout else None
+        # Workers that lost a call, pinged until Ray has restarted them: no work goes to a worker
+        # while it restarts (a call sent then fails at once and would be charged for nothing).
+        restarting: dict[int, Any] = {}
+        poll = min(1.0, self.config.step_timeout / 2) if self.config.step_timeout else 1.0
         while calls or inflight:
-            for w in sorted(alive):
+            self._revive(restarting, alive)
+            for w in sorted(alive - set(restarting)):
                 while load[w] < 2 and calls:
                     call = calls.popleft()
                     inflight[self._actors[w].run_jobs.remote(call)] = (w, call)
                     load[w] += 1
             if not inflight:
-                raise RolloutError("every rollout worker died and used up its restarts "
-                                   f"(max_restarts={self.config.max_restarts})")
+                if not alive:
+                    raise RolloutError("every rollout worker died and used up its restarts "
+                                       f"(max_restarts={self.config.max_restarts})")
+                ray.wait(list(restarting.values()), num_returns=1, timeout=poll)
+                time.sleep(0.05)  # a ping to a restarting actor may fail at once: do not spin
+                continue
             done, _ = ray.wait(list(inflight), num_returns=1, timeout=poll)
             if not done:
-                self._watch({w for w, _ in inflight.values()})
+                self._watch({w for w, _ in inflight.values()} - set(restarting))
                 continue
             w, call = inflight.pop(done[0])
             load[w] -= 1
@@ -243,11 +246,37 @@ class RolloutPool:
                 calls.appendleft(call)
                 if isinstance(exc, ActorDiedError):  # restarts used up: Ray will not bring it back
                     alive.discard(w)
-                elif not any(v[0] == w for v in inflight.values()):
-                    self._ready(w)  # restarted: make it watchable before it gets work again
+                elif w not in restarting:
+                    restarting[w] = self._ping(w)
                 continue
             self._kill_reasons.pop(w, None)
             yield from results
+
+    def _ping(self, w: int):
+        """Ask worker ``w`` for its pid through the "control" group.
+
+        A Ray actor serves that group's heartbeats beside a running ``run_jobs`` only once it has
+        served a call in it, so every (re)started worker is pinged before it gets work.
+        """
+        return self._actors[w].pid.options(concurrency_group="control").remote()
+
+    def _revive(self, restarting: dict[int, Any], alive: set[int]) -> None:
+        """Return to service each restarting worker that answered its ping."""
+        import ray
+        from ray.exceptions import ActorDiedError, RayActorError
+
+        for w, ref in list(restarting.items()):
+            if not ray.wait([ref], timeout=0)[0]:
+                continue
+            try:
+                ray.get(ref)
+            except ActorDiedError:
+                alive.discard(w)
+                del restarting[w]
+            except RayActorError:
+                restarting[w] = self._ping(w)  # still restarting: ask again
+            else:
+                del restarting[w]
 
     def _watch(self, busy: set[int]) -> None:
         """Kill (for Ray to restart) each busy worker whose env step ran over ``step_timeout``.
