@@ -46,6 +46,8 @@ class TaskSetup:
     """A policy trained elsewhere, copied into ``run`` (never written to)."""
     demos: int = 200
     """Demonstrations when the policy is trained here."""
+    train_steps: int = 3000
+    """Behaviour-cloning steps when the policy is trained here."""
 
 
 # Shifts per task: presets under which the bare policy fails on a share of episodes, so failure
@@ -53,7 +55,7 @@ class TaskSetup:
 TASKS = {
     "kinodiff/PointObstacle-v0": TaskSetup(run="runs/unc/point_dp", expert="scripted",
                                            shifts=("actuator_gain", "obs_noise")),
-    "kinodiff/ArmReach-v0": TaskSetup(run="runs/unc/arm_dp", expert="ik",
+    "kinodiff/ArmReach-v0": TaskSetup(run="runs/unc/arm_dp6k", expert="ik", train_steps=6000,
                                       shifts=("actuator_gain", "obs_noise")),
     "kinodiff/PushT-v0": TaskSetup(run="runs/unc/pusht_dp", expert="mpc", source_run="runs/pusht_state",
                                    shifts=("friction", "obs_noise")),
@@ -75,7 +77,8 @@ def _policy_dir(env_id: str, setup: TaskSetup, quick: bool) -> Path | None:
         collect(CollectConfig(env=env_id, expert=setup.expert, episodes=20 if quick else setup.demos,
                               out=str(data)), progress=False)
     train_bc(BcRunConfig(data=str(data), policy="diffusion", out=str(run),
-                         train=BcTrainConfig(steps=300 if quick else 3000, threads=1)), progress=False)
+                         train=BcTrainConfig(steps=300 if quick else setup.train_steps, threads=1)),
+             progress=False)
     return resolve_policy_dir(run)
 
 
@@ -112,89 +115,107 @@ def _pooled_best(doc: dict[str, Any], cal: Calibration) -> tuple[str | None, flo
     return name, value
 
 
+def measure_task(env_id: str, quick: bool = False) -> dict[str, Any]:
+    """Calibrate and evaluate one task; returns its results and the figures its bars need."""
+    setup = TASKS[env_id]
+    episodes, cal_episodes, alpha = (8, 24, 0.25) if quick else (30, 100, ALPHA)
+    policy_dir = _policy_dir(env_id, setup, quick)
+    if policy_dir is None:
+        return {"results": [{"metric": "not measured", "value": None, "unit": "",
+                             "config": {"env": env_id, "why": f"no policy at {setup.source_run}"}}],
+                "summary": None}
+    t0 = time.perf_counter()
+    cal_summary = calibrate(CalibrateConfig(run=str(policy_dir), env=env_id, episodes=cal_episodes,
+                                            alpha=alpha, retrain=True,
+                                            head_steps=200 if quick else 800), progress=False)
+    cal_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    doc = evaluate_uncertainty(UncertaintyEvalConfig(
+        run=str(policy_dir), env=env_id, shifts=setup.shifts, episodes=episodes,
+        fallback=f"expert:{setup.expert}"), progress=False)
+    eval_s = time.perf_counter() - t0
+    write_uncertainty_report(Path(setup.run) / "uncertainty_eval", doc)
+    _, cal = load_estimator(policy_dir, load_policy(policy_dir)[0])
+    best_name, best_auroc = _pooled_best(doc, cal)
+    plain_ms, scored_ms, ratio = _latency_ratio(policy_dir, 20 if quick else 200)
+    nominal = doc["conditions"]["nominal"]
+    fa = nominal["metrics"]["scores"]["combined"]["false_alarm_rate"]
+    gains = {s: doc["conditions"][s]["success_fallback"] - doc["conditions"][s]["success_bare"]
+             for s in setup.shifts}
+    loss = nominal["success_bare"] - nominal["success_fallback"]
+    cfg = {"env": env_id}
+    results = [
+        {"metric": "calibration nominal success", "value": cal_summary["nominal_success_rate"],
+         "unit": "rate", "config": {**cfg, "episodes": cal_episodes,
+                                    "successes": cal_summary["successes"]}},
+        {"metric": "best score AUROC for failure (nominal + shifts pooled)", "value": best_auroc,
+         "unit": "", "config": {**cfg, "score": best_name}},
+        {"metric": "false-alarm rate on nominal successes (combined alarm)", "value": fa,
+         "unit": "rate", "config": {**cfg, "alpha": alpha}},
+        {"metric": "fallback nominal success loss", "value": loss, "unit": "rate", "config": cfg},
+        {"metric": "scored chunk latency, K=8, batch 1", "value": scored_ms, "unit": "ms",
+         "config": cfg, "peer": "plain chunk, batch 1", "ratio_to_peer": ratio},
+        {"metric": "plain chunk latency, batch 1", "value": plain_ms, "unit": "ms", "config": cfg},
+        {"metric": "calibrate + evaluate wall time", "value": cal_s + eval_s, "unit": "s",
+         "config": cfg},
+    ]
+    for name, c in doc["conditions"].items():
+        comb = c["metrics"]["scores"]["combined"]
+        ccfg = {**cfg, "condition": name}
+        results += [
+            {"metric": "success bare", "value": c["success_bare"], "unit": "rate", "config": ccfg},
+            {"metric": "success with fallback", "value": c["success_fallback"], "unit": "rate",
+             "config": {**ccfg, "handover_rate": c["handover_rate"]}},
+            {"metric": "combined AUROC within the condition", "value": comb["auroc"], "unit": "",
+             "config": {**ccfg, "pooled_with_nominal": c["pooled_with_nominal"]["combined"]["auroc"]}},
+            {"metric": "TPR at calibrated threshold (combined)", "value": comb["tpr_at_threshold"],
+             "unit": "rate", "config": ccfg},
+            {"metric": "false-alarm rate on successes (combined)", "value": comb["false_alarm_rate"],
+             "unit": "rate", "config": ccfg},
+            {"metric": "detection lead time", "value": c["metrics"]["lead_time_steps"]["mean"],
+             "unit": "steps", "config": ccfg},
+            {"metric": "best score AUROC pooled with nominal", "value": c["best_score_pooled"][1],
+             "unit": "", "config": {**ccfg, "scores": {k: v["auroc"] for k, v in
+                                                      c["pooled_with_nominal"].items()}}},
+        ]
+    return {"results": results, "summary": {"auroc": best_auroc, "fa": fa, "alpha": alpha,
+                                            "gain": max(gains.values()), "loss": loss,
+                                            "ratio": ratio}}
+
+
+def bars(per_task: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """The issue's bars from each measured task's summary."""
+    out = []
+    measured = {e: t for e, t in per_task.items() if t is not None}
+    for env_id, t in measured.items():
+        out.append({"bar": f"best score's AUROC for failure under shift >= 0.85 ({env_id})",
+                    "value": t["auroc"], "threshold": 0.85,
+                    "met": t["auroc"] is not None and t["auroc"] >= 0.85})
+        out.append({"bar": f"false alarms on nominal successes <= alpha + 0.03 ({env_id})",
+                    "value": t["fa"], "threshold": t["alpha"] + 0.03,
+                    "met": t["fa"] is not None and t["fa"] <= t["alpha"] + 0.03})
+    helped = [e for e, t in measured.items() if t["gain"] >= 0.10 and t["loss"] <= 0.01]
+    out.append({"bar": "fallback: success under shift +10 points on >= 2 tasks at <= 1 point "
+                       "nominal loss", "value": len(helped), "threshold": 2, "met": len(helped) >= 2})
+    worst = max((t["ratio"] for t in measured.values()), default=None)
+    out.append({"bar": "scores with K=8 cost <= 2.2x a single chunk at batch 1 (worst task)",
+                "value": worst, "threshold": 2.2, "met": worst is not None and worst <= 2.2})
+    for env_id in per_task.keys() - measured.keys():
+        out.append({"bar": f"{env_id}: not measured (no policy)", "value": None, "threshold": None,
+                    "met": False})
+    return out
+
+
 def run(quick: bool = False) -> tuple[dict, list[dict], list[dict]]:
     """Calibrate and evaluate every task; returns (config, results, bars)."""
     torch.set_num_threads(1)
-    episodes = 8 if quick else 30
-    cal_episodes = 24 if quick else 60
-    alpha = 0.25 if quick else ALPHA
-    config = {"tasks": {k: asdict(v) for k, v in TASKS.items()}, "alpha": alpha,
-              "episodes_per_condition": episodes, "calibration_episodes": cal_episodes,
-              "num_samples": 8, "fallback": "the task's expert (stands in for a planner)"}
+    config = {"tasks": {k: asdict(v) for k, v in TASKS.items()},
+              "alpha": 0.25 if quick else ALPHA, "episodes_per_condition": 8 if quick else 30,
+              "calibration_episodes": 24 if quick else 100, "num_samples": 8,
+              "fallback": "the task's expert (stands in for a planner)"}
     results, per_task = [], {}
-    for env_id, setup in TASKS.items():
-        policy_dir = _policy_dir(env_id, setup, quick)
-        if policy_dir is None:
-            results.append({"metric": "not measured", "value": None, "unit": "",
-                            "config": {"env": env_id, "why": f"no policy at {setup.source_run}"}})
-            continue
-        t0 = time.perf_counter()
-        cal_summary = calibrate(CalibrateConfig(run=str(policy_dir), env=env_id, episodes=cal_episodes,
-                                                alpha=alpha, retrain=True,
-                                                head_steps=200 if quick else 800), progress=False)
-        cal_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        doc = evaluate_uncertainty(UncertaintyEvalConfig(
-            run=str(policy_dir), env=env_id, shifts=setup.shifts, episodes=episodes,
-            fallback=f"expert:{setup.expert}"), progress=False)
-        eval_s = time.perf_counter() - t0
-        write_uncertainty_report(Path(setup.run) / "uncertainty_eval", doc)
-        _, cal = load_estimator(policy_dir, load_policy(policy_dir)[0])
-        best_name, best_auroc = _pooled_best(doc, cal)
-        plain_ms, scored_ms, ratio = _latency_ratio(policy_dir, 20 if quick else 200)
-        nominal = doc["conditions"]["nominal"]
-        fa = nominal["metrics"]["scores"]["combined"]["false_alarm_rate"]
-        gains = {s: doc["conditions"][s]["success_fallback"] - doc["conditions"][s]["success_bare"]
-                 for s in setup.shifts}
-        loss = nominal["success_bare"] - nominal["success_fallback"]
-        cfg = {"env": env_id}
-        results += [
-            {"metric": "calibration nominal success", "value": cal_summary["nominal_success_rate"],
-             "unit": "rate", "config": {**cfg, "episodes": cal_episodes}},
-            {"metric": "best score AUROC for failure (nominal + shifts pooled)", "value": best_auroc,
-             "unit": "", "config": {**cfg, "score": best_name}},
-            {"metric": "false-alarm rate on nominal successes (combined alarm)", "value": fa,
-             "unit": "rate", "config": {**cfg, "alpha": alpha}},
-            {"metric": "fallback nominal success loss", "value": loss, "unit": "rate", "config": cfg},
-            {"metric": "scored chunk latency, K=8, batch 1", "value": scored_ms, "unit": "ms",
-             "config": cfg, "peer": "plain chunk, batch 1", "ratio_to_peer": ratio},
-            {"metric": "plain chunk latency, batch 1", "value": plain_ms, "unit": "ms", "config": cfg},
-            {"metric": "calibrate + evaluate wall time", "value": cal_s + eval_s, "unit": "s",
-             "config": cfg},
-        ]
-        for name, c in doc["conditions"].items():
-            comb = c["metrics"]["scores"]["combined"]
-            ccfg = {**cfg, "condition": name}
-            results += [
-                {"metric": "success bare", "value": c["success_bare"], "unit": "rate", "config": ccfg},
-                {"metric": "success with fallback", "value": c["success_fallback"], "unit": "rate",
-                 "config": ccfg},
-                {"metric": "combined AUROC (condition / pooled with nominal)",
-                 "value": comb["auroc"], "unit": "",
-                 "config": {**ccfg, "pooled": c["pooled_with_nominal"]["combined"]["auroc"]}},
-                {"metric": "TPR at calibrated threshold (combined)", "value": comb["tpr_at_threshold"],
-                 "unit": "rate", "config": ccfg},
-                {"metric": "detection lead time", "value": c["metrics"]["lead_time_steps"]["mean"],
-                 "unit": "steps", "config": ccfg},
-                {"metric": "per-score AUROC pooled with nominal",
-                 "value": c["best_score_pooled"][1], "unit": "",
-                 "config": {**ccfg, "scores": {k: v["auroc"] for k, v in
-                                               c["pooled_with_nominal"].items()}}},
-            ]
-        per_task[env_id] = {"auroc": best_auroc, "fa": fa, "gain": max(gains.values()), "loss": loss,
-                            "ratio": ratio}
-    bars = []
-    for env_id, t in per_task.items():
-        bars.append({"bar": f"best score's AUROC for failure under shift >= 0.85 ({env_id})",
-                     "value": t["auroc"], "threshold": 0.85,
-                     "met": t["auroc"] is not None and t["auroc"] >= 0.85})
-        bars.append({"bar": f"false alarms on nominal successes <= alpha + 0.03 ({env_id})",
-                     "value": t["fa"], "threshold": alpha + 0.03,
-                     "met": t["fa"] is not None and t["fa"] <= alpha + 0.03})
-    helped = [e for e, t in per_task.items() if t["gain"] >= 0.10 and t["loss"] <= 0.01]
-    bars.append({"bar": "fallback: success under shift +10 points on >= 2 tasks at <= 1 point "
-                        "nominal loss", "value": len(helped), "threshold": 2, "met": len(helped) >= 2})
-    worst = max((t["ratio"] for t in per_task.values()), default=None)
-    bars.append({"bar": "scores with K=8 cost <= 2.2x a single chunk at batch 1 (worst task)",
-                 "value": worst, "threshold": 2.2, "met": worst is not None and worst <= 2.2})
-    return config, results, bars
+    for env_id in TASKS:
+        part = measure_task(env_id, quick)
+        results += part["results"]
+        per_task[env_id] = part["summary"]
+    return config, results, bars(per_task)
