@@ -2,7 +2,8 @@
 
 - Control rate: closed loop on Maze-v0 (large), predictive sampling with 64 samples x horizon 32
   and 2 rollout threads; one plan plus one env step per control step. Measured with the planning
-  model at the control timestep (``substeps=1``) and with the task's exact model (5 substeps).
+  model at the control timestep (``substeps=1``) and with the task's exact model (5 substeps), and
+  for MPPI and CEM (one iteration) at the same budget; rounds of 20 steps interleaved.
 - Rollout speed-up: the same 64 x 32-step (x5 physics) rollout batch with 2 threads vs 1, rounds
   interleaved, medians compared.
 - Quality: the hierarchical planner on Maze-v0 u/medium/large with the scripted expert and a random
@@ -29,24 +30,36 @@ from planners.registry import make_planner
 MPC = {"samples": 64, "horizon": 32, "nthread": 2}
 
 
-def control_rate(planner: str, steps: int, **settings) -> dict:
-    """Closed-loop control steps per second on Maze-v0 large (plan + env step)."""
-    env = gym.make("kinodiff/Maze-v0", layout="large")
-    obs, _ = env.reset(seed=0)
-    pl = make_planner(planner, env, **{**MPC, **settings})
-    goal = cost_preset("kinodiff/Maze-v0").goal
-    times, plans = [], []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        plan = pl.plan(env_state(env), goal(env.unwrapped, obs))
-        obs, _, terminated, truncated, _ = env.step(plan.actions[0].astype(np.float32))
-        times.append(time.perf_counter() - t0)
-        plans.append(plan.diagnostics["plan_ms"])
-        if terminated or truncated:
-            obs, _ = env.reset()
-    env.close()
-    return {"hz": 1.0 / float(np.median(times)), "plan_ms_p50": float(np.median(plans)),
-            "plan_ms_p99": float(np.percentile(plans, 99))}
+class _ClosedLoop:
+    """One planner driving its own Maze-v0 large env, one plan and one env step per control step."""
+
+    def __init__(self, planner: str, **settings) -> None:
+        self.env = gym.make("kinodiff/Maze-v0", layout="large")
+        self.obs, _ = self.env.reset(seed=0)
+        self.planner = make_planner(planner, self.env, **{**MPC, **settings})
+        self.goal = cost_preset("kinodiff/Maze-v0").goal
+        self.times: list[float] = []
+        self.plans: list[float] = []
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            plan = self.planner.plan(env_state(self.env), self.goal(self.env.unwrapped, self.obs))
+            self.obs, _, terminated, truncated, _ = self.env.step(plan.actions[0].astype(np.float32))
+            self.times.append(time.perf_counter() - t0)
+            self.plans.append(plan.diagnostics["plan_ms"])
+            if terminated or truncated:
+                self.obs, _ = self.env.reset()
+
+
+def control_rates(variants: dict, rounds: int, steps: int) -> dict:
+    """Control steps per second of each variant; rounds are interleaved so load hits all alike."""
+    loops = {key: _ClosedLoop(planner, **settings) for key, (planner, settings) in variants.items()}
+    for _ in range(rounds):
+        for loop in loops.values():
+            loop.run(steps)
+    return {key: {"hz": 1.0 / float(np.median(lp.times)), "plan_ms_p50": float(np.median(lp.plans)),
+                  "plan_ms_p99": float(np.percentile(lp.plans, 99))} for key, lp in loops.items()}
 
 
 def rollout_speedup(rounds: int) -> tuple[float, float, float]:
@@ -83,12 +96,14 @@ def run(quick: bool = False):
     steps, rounds, large_eps, small_eps = (20, 3, 3, 2) if quick else (200, 15, 50, 10)
     results, bars = [], []
 
+    variants = {("coarse", "predictive_sampling"): ("predictive_sampling", {"substeps": 1}),
+                ("exact", "predictive_sampling"): ("predictive_sampling", {}),
+                ("coarse", "mppi"): ("mppi", {"substeps": 1}),
+                ("coarse", "cem"): ("cem", {"substeps": 1, "iterations": 1})}
+    measured = control_rates(variants, rounds=max(2, steps // 20), steps=20)
     rates = {}
-    for label, planner, settings in (("coarse", "predictive_sampling", {"substeps": 1}),
-                                     ("exact", "predictive_sampling", {}),
-                                     ("coarse", "mppi", {"substeps": 1}),
-                                     ("coarse", "cem", {"substeps": 1, "iterations": 1})):
-        r = control_rate(planner, steps, **settings)
+    for (label, planner), r in measured.items():
+        settings = variants[(label, planner)][1]
         rates[(label, planner)] = r["hz"]
         results.append({"metric": "mpc_control_rate", "value": r["hz"], "unit": "Hz",
                         "config": {"env": "kinodiff/Maze-v0", "layout": "large", "planner": planner,
