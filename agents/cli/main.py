@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -41,6 +42,19 @@ def _cmd_train_bc(args: argparse.Namespace) -> int:
     out = train_bc(run, resume=args.resume)
     last = (out / "logs" / "metrics.jsonl").read_text().strip().splitlines()[-1]
     print(f"trained {args.policy} into {out}; last log line: {last}")
+    return 0
+
+
+def _cmd_train_distill(args: argparse.Namespace) -> int:
+    from agents.train.distill import DistillConfig, distill
+
+    defaults = DistillConfig(teacher=args.teacher, out=args.out).train
+    train = dataclasses.replace(defaults, **{f.name: getattr(args, "train_" + f.name)
+                                             for f in dataclasses.fields(defaults)
+                                             if getattr(args, "train_" + f.name) is not None})
+    out = distill(build_config(DistillConfig, args, train=train), resume=args.resume)
+    last = (out / "logs" / "metrics.jsonl").read_text().strip().splitlines()[-1]
+    print(f"distilled a one-step student into {out}; last log line: {last}")
     return 0
 
 
@@ -118,21 +132,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_sb3(args: argparse.Namespace) -> int:
-    """``train rl|residual|dppo``: build the trainer's config from the options and run it."""
+    """``train rl|residual|dppo|qcritic``: build the trainer's config from the options and run it."""
     from agents.train.dppo import DppoConfig, train_dppo
+    from agents.train.qcritic import QCriticConfig, train_qcritic
     from agents.train.residual import ResidualConfig, train_residual
     from agents.train.rl import RlConfig, train_rl
 
     cls, fn = {"rl": (RlConfig, train_rl), "residual": (ResidualConfig, train_residual),
-               "dppo": (DppoConfig, train_dppo)}[args.trainer]
+               "dppo": (DppoConfig, train_dppo), "qcritic": (QCriticConfig, train_qcritic)}[args.trainer]
     extra = {"env_kwargs": parse_assignments(args.env_kwargs)}
-    if args.trainer != "dppo":
+    if hasattr(args, "set"):
         extra["algo_kwargs"] = parse_assignments(args.set)
     out = fn(build_config(cls, args, **extra))
-    rows = (out / "logs" / "curve.jsonl").read_text().strip().splitlines()
+    curve, summary = out / "logs" / "curve.jsonl", out / "logs" / "summary.json"
+    rows = curve.read_text().strip().splitlines() if curve.is_file() else [summary.read_text()]
     print(f"trained {args.trainer} into {out}; first and last evaluation:")
-    print(rows[0] if rows else "{}")
-    print(rows[-1] if rows else "{}")
+    print(rows[0])
+    print(rows[-1])
     return 0
 
 
@@ -175,17 +191,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help="policy config fields, e.g. denoiser=unet num_inference_steps=16")
     add_dataclass_args(bc, BcTrainConfig, dest_prefix="train_")
     bc.set_defaults(func=_cmd_train_bc)
+    from agents.train.distill import DistillConfig
+
+    dist = train_sub.add_parser("distill", help="distil a diffusion policy's sampler into a one-step "
+                                "student (defaults: 4000 steps, batch 512, lr 3e-4)")
+    add_dataclass_args(dist, DistillConfig)
+    dist.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    add_dataclass_args(dist, BcTrainConfig, dest_prefix="train_")
+    # Unset options keep the distillation defaults, not behaviour cloning's.
+    dist.set_defaults(func=_cmd_train_distill,
+                      **{"train_" + f.name: None for f in dataclasses.fields(BcTrainConfig)})
     from agents.train.dppo import DppoConfig
+    from agents.train.qcritic import QCriticConfig
     from agents.train.residual import ResidualConfig
     from agents.train.rl import RlConfig
 
     for name, cls, text in (("rl", RlConfig, "an SB3 expert (PPO, SAC, TD3) with per-task presets"),
                             ("residual", ResidualConfig, "SB3 PPO/SAC residual over a frozen policy"),
-                            ("dppo", DppoConfig, "DPPO fine-tuning of a diffusion policy")):
+                            ("dppo", DppoConfig, "DPPO fine-tuning of a diffusion policy"),
+                            ("qcritic", QCriticConfig, "the chunk critic of Q-guided sampling")):
         t = train_sub.add_parser(name, help=text)
         add_dataclass_args(t, cls)
         t.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="task keyword arguments")
-        if name != "dppo":
+        if name in ("rl", "residual"):
             t.add_argument("--set", nargs="*", metavar="KEY=VALUE",
                            help="SB3 algorithm arguments overriding the preset, e.g. learning_rate=1e-4")
         t.set_defaults(func=_cmd_train_sb3)

@@ -49,7 +49,7 @@ def test_space_mismatch_is_named(tiny_base):
         ResidualVecEnv(venv, policy)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "sac"])
+@pytest.mark.parametrize("algo", ["ppo", pytest.param("sac", marks=pytest.mark.slow)])
 def test_sb3_save_load_round_trip_gives_identical_actions(tiny_base, tmp_path, algo):
     extra = {"n_steps": 32, "batch_size": 32, "n_epochs": 1} if algo == "ppo" else {
         "learning_starts": 16, "batch_size": 16}
@@ -73,3 +73,16 @@ def test_bad_config_is_named():
         ResidualConfig(base="x", algo="dqn")
     with pytest.raises(ValueError, match="scale=0"):
         ResidualConfig(base="x", scale=0.0)
+
+
+@pytest.mark.slow
+def test_train_qcritic_fits_and_guides(tiny_base, tmp_path):
+    from agents.train.qcritic import QCriticConfig, train_qcritic
+    from policies.critic import QGuidedPolicy, load_critic
+
+    out = train_qcritic(QCriticConfig(base=str(tiny_base), out=str(tmp_path / "q"), env_steps=900,
+                                      n_envs=4, steps=20), progress=False)
+    critic = load_critic(out / "critic")
+    policy, _ = load_policy(tiny_base)
+    guided = QGuidedPolicy(policy, critic, num_samples=4)
+    assert guided.predict_action_chunk(torch.zeros(3, 2, 4)).shape == (3, 4, 2)
