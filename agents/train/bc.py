@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -91,6 +91,21 @@ def _lr_lambda(warmup: int, total: int):
     return fn
 
 
+class Batches(Protocol):
+    """What the loop draws from: seeded random batches, fixed rows for validation, a size."""
+
+    rng: np.random.Generator
+    """Seeded generator of ``draw`` (its state is checkpointed, so a resume is exact)."""
+
+    def __len__(self) -> int: ...
+
+    def draw(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """``batch_size`` random rows."""
+
+    def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """The given rows, in order."""
+
+
 class _Batches:
     """Random windows drawn with a seeded generator from in-memory tensors."""
 
@@ -99,6 +114,9 @@ class _Batches:
         self.action = torch.as_tensor(data["action"])
         self.sampler = sampler
         self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
     def draw(self, batch_size: int) -> dict[str, torch.Tensor]:
         return self.take(self.rng.integers(0, len(self.sampler), batch_size))
@@ -109,10 +127,10 @@ class _Batches:
                 "action": self.action[torch.as_tensor(act_idx)]}
 
 
-def _validation_loss(model: Policy, batches: _Batches | None, seed: int) -> float | None:
-    if batches is None or len(batches.sampler) == 0:
+def _validation_loss(model: Policy, batches: Batches | None, seed: int) -> float | None:
+    if batches is None or len(batches) == 0:
         return None
-    rows = np.arange(min(len(batches.sampler), 4096))
+    rows = np.arange(min(len(batches), 4096))
     # Fixed diffusion noise, so validation losses are comparable across steps.
     state = torch.get_rng_state()
     torch.manual_seed(seed)
@@ -164,15 +182,25 @@ def train_bc(run: BcRunConfig, resume: bool = False, progress: bool = True) -> P
                                                    c.horizon), cfg.seed)
     val_batches = _Batches(data, SequenceSampler(store.episode_ends, val_eps, c.n_obs_steps,
                                                  c.horizon), cfg.seed) if val_eps.size else None
+    resolved = {"policy": run.policy, "data": str(run.data), "out": str(out),
+                "env_id": store.env_id, "policy_config": dataclasses.asdict(c),
+                "train": dataclasses.asdict(cfg), "versions": versions()}
+    metadata = {"env_id": store.env_id, "data": str(run.data)}
+    return fit(model, train_batches, val_batches, cfg, out, resolved, metadata, resume, progress)
+
+
+def fit(model: Policy, train_batches: Batches, val_batches: Batches | None, cfg: BcTrainConfig,
+        out: Path, resolved: dict[str, Any], metadata: dict[str, Any], resume: bool = False,
+        progress: bool = True) -> Path:
+    """The optimisation loop shared by behaviour cloning and distillation; returns ``out``.
+
+    ``resolved`` is written as ``config.json``; a resumed run must have the same ``policy_config``.
+    """
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
         use_buffers=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.steps))
-    resolved = {"policy": run.policy, "data": str(run.data), "out": str(out),
-                "env_id": store.env_id, "policy_config": dataclasses.asdict(c),
-                "train": dataclasses.asdict(cfg), "versions": versions()}
-    metadata = {"env_id": store.env_id, "data": str(run.data)}
     step = 0
     ckpt_dir = out / "checkpoints"
     if resume and (ckpt := latest_checkpoint(ckpt_dir)) is not None:
@@ -190,7 +218,7 @@ def train_bc(run: BcRunConfig, resume: bool = False, progress: bool = True) -> P
     logs.mkdir(exist_ok=True)
     writer = SummaryWriter(str(logs / "tensorboard"))
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {run.policy}", disable=not progress,
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {resolved['policy']}", disable=not progress,
                leave=False)
     t_start = time.perf_counter()
     with open(logs / "metrics.jsonl", "a") as log:

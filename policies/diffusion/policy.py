@@ -263,11 +263,18 @@ class DiffusionPolicy(Policy):
         cond = obs.flatten(1)
         noise = torch.randn_like(actions)
         if c.sampler == "onestep" and c.teacher:
-            teacher = self._teacher()
-            # The teacher's deterministic sampler (DDIM or Euler/Heun) from the same noise is the target.
-            det = {"ddpm": "ddim"}.get(teacher.config.sampler, teacher.config.sampler)
-            with torch.no_grad():
-                target = teacher.predict_normalized_chunk(obs, noise=noise, sampler=det)
+            # The teacher's deterministic sampler (DDIM or Euler/Heun) from the same noise is the
+            # target: precomputed pairs when the batch carries them (agents.train.distill), else
+            # drawn now.
+            if "teacher_sample" in batch:
+                noise, target = batch["noise"], batch["teacher_sample"]
+            else:
+                from policies.diffusion.distill import deterministic_sampler
+
+                teacher = self._teacher()
+                with torch.no_grad():
+                    target = teacher.predict_normalized_chunk(obs, noise=noise,
+                                                              sampler=deterministic_sampler(teacher))
             t = torch.full((B,), c.num_train_timesteps - 1, dtype=torch.long)
             pred = self.denoiser(noise, t, cond)
         elif c.objective == "flow":

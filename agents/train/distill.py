@@ -1,0 +1,125 @@
+"""Distil a trained diffusion policy's sampler into a one-step student (``kinodiff train distill``).
+
+Pairs ``(observation window, noise) -> teacher sample`` are drawn once from the teacher's own
+training data in batched calls (``policies.diffusion.distill.teacher_samples``), then the student,
+initialized with the teacher's weights, regresses them in the same loop as behaviour cloning
+(``agents.train.bc.fit``): EMA, validation on held-out pairs, checkpoints, resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.data.episode_store import EpisodeStore
+from agents.data.sampler import SequenceSampler
+from agents.evaluate import resolve_policy_dir
+from agents.train.bc import BcTrainConfig, fit
+from agents.utils import seed_everything, versions
+from policies import load_policy
+from policies.diffusion.distill import student_from_teacher, teacher_samples
+from policies.diffusion.policy import DiffusionPolicy
+
+
+def _distill_defaults() -> BcTrainConfig:
+    # Regression onto fixed targets from a warm start: a gentler peak rate and bigger batches than
+    # behaviour cloning from scratch.
+    return BcTrainConfig(steps=4000, batch_size=512, lr=3e-4, warmup_steps=0, val_every=1000)
+
+
+@dataclass(kw_only=True)
+class DistillConfig:
+    """A distillation run."""
+
+    teacher: str
+    """Run folder (its latest checkpoint) or policy folder of a trained diffusion policy."""
+    out: str
+    """Run folder of the student."""
+    data: str = ""
+    """Episode store whose observation windows condition the pairs (default: the teacher's data)."""
+    pairs: int = 50_000
+    """Training pairs drawn from the teacher (2,048 more are held out for validation)."""
+    train: BcTrainConfig = field(default_factory=_distill_defaults)
+    """Optimisation settings (the BC loop's)."""
+
+    def __post_init__(self) -> None:
+        if self.pairs < 1:
+            raise ValueError(f"pairs={self.pairs}; expected >= 1")
+
+
+class _PairBatches:
+    """Precomputed (obs, action, noise, teacher_sample) rows drawn with a seeded generator."""
+
+    def __init__(self, rows: dict[str, torch.Tensor], seed: int) -> None:
+        self.rows = rows
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows["obs"])
+
+    def draw(self, batch_size: int) -> dict[str, torch.Tensor]:
+        return self.take(self.rng.integers(0, len(self), batch_size))
+
+    def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(rows)
+        return {k: v[index] for k, v in self.rows.items()}
+
+
+VAL_PAIRS = 2048
+
+
+def distill(config: DistillConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train a one-step student of ``config.teacher`` into ``config.out``; returns the run folder.
+
+    Raises:
+        FileExistsError: The run folder holds a run and ``resume`` is False.
+        ValueError: The teacher is not a multi-step diffusion policy, or the data do not fit it.
+    """
+    out = Path(config.out)
+    if (out / "config.json").exists() and not resume:
+        raise FileExistsError(f"run folder {str(out)!r} already holds a run; pass --resume to "
+                              "continue it or choose a new --out")
+    teacher_dir = resolve_policy_dir(config.teacher)
+    teacher, meta = load_policy(teacher_dir)
+    if not isinstance(teacher, DiffusionPolicy) or teacher.config.sampler == "onestep":
+        raise ValueError(f"teacher {config.teacher!r} is a {teacher.name} policy with sampler "
+                         f"{getattr(teacher.config, 'sampler', '-')!r}; expected a multi-step "
+                         "diffusion policy")
+    data_path = config.data or meta.get("data", "")
+    if not data_path:
+        raise ValueError(f"teacher {config.teacher!r} records no training data; pass --data")
+    cfg = config.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    store = EpisodeStore.open(data_path)
+    c = teacher.config
+    if store.step_shape("obs") != (c.obs_dim,) or store.step_shape("action") != (c.action_dim,):
+        raise ValueError(f"dataset {data_path!r} has obs {store.step_shape('obs')} and action "
+                         f"{store.step_shape('action')}; the teacher expects ({c.obs_dim},) and "
+                         f"({c.action_dim},)")
+    data = store.load(["obs", "action"])
+    sampler = SequenceSampler(store.episode_ends, np.arange(store.n_episodes), c.n_obs_steps, c.horizon)
+    rng = np.random.default_rng(cfg.seed)
+    obs_idx, act_idx = sampler.indices(rng.integers(0, len(sampler), config.pairs + VAL_PAIRS))
+    obs = torch.as_tensor(data["obs"][obs_idx])
+    noise = torch.randn((len(obs), c.horizon, c.action_dim),
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    target = teacher_samples(teacher, obs, noise)
+    rows = {"obs": obs, "action": torch.as_tensor(data["action"][act_idx]), "noise": noise,
+            "teacher_sample": target}
+    train_rows = {k: v[:config.pairs] for k, v in rows.items()}
+    val_rows = {k: v[config.pairs:] for k, v in rows.items()}
+    student = student_from_teacher(teacher, str(teacher_dir), seed=cfg.seed)
+    env_id = meta.get("env_id", store.env_id)
+    resolved = {"policy": student.name, "data": str(data_path), "out": str(out), "env_id": env_id,
+                "teacher": str(teacher_dir), "pairs": config.pairs,
+                "policy_config": dataclasses.asdict(student.config), "train": dataclasses.asdict(cfg),
+                "versions": versions()}
+    metadata = {"env_id": env_id, "data": str(data_path), "teacher": str(teacher_dir)}
+    return fit(student, _PairBatches(train_rows, cfg.seed), _PairBatches(val_rows, cfg.seed), cfg,
+               out, resolved, metadata, resume, progress)

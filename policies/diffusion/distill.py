@@ -1,0 +1,72 @@
+"""Sampler distillation (Luhman & Luhman 2021): a one-step student learns a teacher's noise -> sample map.
+
+The teacher's deterministic sampler (DDIM, or Euler/Heun for flow matching) is a fixed function of
+its initial noise, so ``(observation, noise) -> teacher sample`` pairs are plain regression targets.
+Drawing them once, in large batched calls, and regressing a student initialized with the teacher's
+own weights costs a quarter of drawing them afresh for every batch, which matters on a CPU: on
+PointObstacle-v0 it lifted a one-step student from 0.40 to 0.84+ success at the same wall time
+(BENCHMARKS.md, policy-latency).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from policies.diffusion.policy import DiffusionConfig, DiffusionPolicy
+
+DETERMINISTIC = {"ddpm": "ddim"}
+"""A teacher's stochastic sampler -> the deterministic one that shares its network."""
+
+
+def deterministic_sampler(teacher: DiffusionPolicy) -> str:
+    """The sampler whose output is a fixed function of the initial noise (DDPM -> DDIM)."""
+    return DETERMINISTIC.get(teacher.config.sampler, teacher.config.sampler)
+
+
+@torch.no_grad()
+def teacher_samples(teacher: DiffusionPolicy, obs: torch.Tensor, noise: torch.Tensor,
+                    chunk: int = 4096) -> torch.Tensor:
+    """The teacher's deterministic samples for raw observations and given noise.
+
+    Args:
+        teacher: A trained diffusion policy (not a one-step student).
+        obs: [N, To, Do] raw observations.
+        noise: [N, H, Da] initial noise.
+        chunk: Rows per batched call (bounds memory; the loop is over chunks, not rows).
+
+    Returns:
+        [N, H, Da] normalized chunks, the student's regression targets.
+    """
+    if teacher.config.sampler == "onestep":
+        raise ValueError("the teacher is a one-step student; expected a multi-step diffusion policy")
+    if obs.shape[0] != noise.shape[0]:
+        raise ValueError(f"obs has {obs.shape[0]} rows and noise {noise.shape[0]}; expected equal")
+    was_training = teacher.training
+    teacher.eval()
+    sampler = deterministic_sampler(teacher)
+    normalized = teacher.obs_normalizer.normalize(obs)
+    out = torch.cat([teacher.predict_normalized_chunk(normalized[i:i + chunk], noise=noise[i:i + chunk],
+                                                      sampler=sampler)
+                     for i in range(0, obs.shape[0], chunk)])
+    teacher.train(was_training)
+    return out
+
+
+def student_from_teacher(teacher: DiffusionPolicy, teacher_dir: str, **overrides) -> DiffusionPolicy:
+    """A one-step student with the teacher's shapes, normalizers and (warm-start) denoiser weights.
+
+    Starting from the teacher's weights (as progressive distillation does, Salimans & Ho 2022) gives
+    the student the teacher's features for free; it only has to learn the jump from noise.
+    """
+    fields = dataclasses.asdict(teacher.config)
+    fields.update(sampler="onestep", teacher=str(teacher_dir), warm_start=0.0, adaptive_tol=0.0)
+    fields.update(overrides)
+    student = DiffusionPolicy(DiffusionConfig(**fields))
+    student.obs_normalizer.load_state_dict(teacher.obs_normalizer.state_dict())
+    student.action_normalizer.load_state_dict(teacher.action_normalizer.state_dict())
+    theirs, ours = teacher.denoiser.state_dict(), student.denoiser.state_dict()
+    if theirs.keys() == ours.keys() and all(theirs[k].shape == ours[k].shape for k in ours):
+        student.denoiser.load_state_dict(theirs)
+    return student
