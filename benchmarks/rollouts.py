@@ -6,7 +6,9 @@ chunk by chunk: Ray rollout workers (each holding the policy and running it for 
 1 and 2 workers, and, as peers in the same run, SB3's ``SubprocVecEnv(2)`` and Gymnasium's
 ``AsyncVectorEnv(2)``, which step the envs in two subprocesses while this process runs the policy
 for both (the way SB3 and LeRobot evaluate). The policy is untrained, so every episode runs to the
-time limit and each configuration does exactly the same work. Times exclude process start-up.
+time limit and each configuration does exactly the same work. Times exclude process start-up; the
+configurations' repeats are interleaved and each reports its best, so load from other processes
+on a shared machine falls on all of them alike.
 
 Multi-robot: env-steps/s and robot-steps/s of MultiRobotArena-v0 with N = 2..64 robots served by
 one per-robot policy in one batched call per control step (one worker, in this process).
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from agents.rollout.actors import PolicyActorFactory
 from agents.rollout.env_factory import EnvFactory
@@ -32,44 +36,46 @@ from policies import make_policy, save_policy
 ENV = "kinodiff/PointObstacle-v0"
 ARENA = "kinodiff/MultiRobotArena-v0"
 EPISODE_STEPS = 200  # PointObstacle's time limit: an untrained policy always reaches it
+RAY_CONFIGS = ((1, 1), (2, 1), (1, 4), (2, 4))  # (workers, envs per worker)
 
 
 def _jobs(n: int, offset: int = 0) -> list[tuple[int, int]]:
     return [(i, episode_seed(0, i)) for i in range(offset, offset + n)]
 
 
-def _time_pool(pool: RolloutPool, episodes: int, repeats: int) -> float:
-    """Best-of-``repeats`` seconds for ``episodes`` episodes (after a warm-up call)."""
+def _pool_runner(pool: RolloutPool) -> Callable[[int, int], float]:
+    """``(episodes, offset) -> seconds`` on a Ray pool, after one warm-up call."""
     list(pool.run(_jobs(pool.num_envs)))
-    times = []
-    for r in range(repeats):
+
+    def measure(episodes: int, offset: int) -> float:
         t0 = time.perf_counter()
-        results = list(pool.run(_jobs(episodes, 1000 * (r + 1))))
-        times.append(time.perf_counter() - t0)
+        results = list(pool.run(_jobs(episodes, offset)))
+        dt = time.perf_counter() - t0
         if sum(x.length for x in results) != episodes * EPISODE_STEPS:
             raise RuntimeError("an episode ended before the time limit; the configurations would "
                                "not do the same work")
-    return min(times)
+        return dt
+
+    return measure
 
 
-def _time_vec_env(venv, actor_factory: PolicyActorFactory, probe: gym.Env, episodes: int,
-                  repeats: int, sb3: bool) -> float:
-    """Best-of-``repeats`` seconds for ``episodes`` episodes on a 2-env peer VecEnv.
+def _vec_env_runner(venv, actor_factory: PolicyActorFactory, probe: gym.Env,
+                    sb3: bool) -> Callable[[int, int], float]:
+    """``(episodes, offset) -> seconds`` on a 2-env peer VecEnv, after one warm-up round.
 
     The policy runs here for both envs through the same batch actor the workers use; the envs
     auto-reset (SB3 does; AsyncVectorEnv is built with SAME_STEP autoreset).
     """
     actor = actor_factory.batch([probe, probe])
-    n = 2
-    times = []
-    for r in range(repeats + 1):  # the first round warms up
-        seeds = [s for _, s in _jobs(n, 1000 * (r + 1))]
+
+    def measure(episodes: int, offset: int) -> float:
+        seeds = [s for _, s in _jobs(2, offset)]
         if sb3:
             venv.seed(seeds[0])
             obs = venv.reset()
         else:
             obs, _ = venv.reset(seed=seeds)
-        for slot in range(n):
+        for slot in range(2):
             actor.reset(slot, slot, seeds[slot])
         done_eps, t0 = 0, time.perf_counter()
         while done_eps < episodes:
@@ -81,10 +87,11 @@ def _time_vec_env(venv, actor_factory: PolicyActorFactory, probe: gym.Env, episo
                 dones = term | trunc
             for slot in np.flatnonzero(dones):
                 done_eps += 1
-                actor.reset(int(slot), done_eps, done_eps)
-        if r:
-            times.append(time.perf_counter() - t0)
-    return min(times)
+                actor.reset(int(slot), done_eps, offset + done_eps)
+        return time.perf_counter() - t0
+
+    measure(2, 0)
+    return measure
 
 
 def _multi_robot(policy_dir: Path, n_robots: int, steps: int) -> dict:
@@ -103,36 +110,47 @@ def _multi_robot(policy_dir: Path, n_robots: int, steps: int) -> dict:
 def run(quick: bool = False):
     """Returns (config, results, bars)."""
     torch.set_num_threads(1)
-    episodes, repeats = (8, 1) if quick else (40, 3)
+    episodes, repeats = (6, 2) if quick else (20, 3)
     results, bars = [], []
     with tempfile.TemporaryDirectory() as tmp:
         policy_dir = save_policy(make_policy("diffusion", obs_dim=4, action_dim=2), Path(tmp) / "dp")
         actor_factory = PolicyActorFactory(str(policy_dir), "bench", threads=1)
         factory = EnvFactory(ENV)
-        eps = {}
-        for workers, m in ((1, 1), (2, 1), (1, 4), (2, 4)):
-            with RolloutPool(factory, actor_factory,
-                             PoolConfig(workers=workers, envs_per_worker=m)) as pool:
-                eps[(workers, m)] = episodes / _time_pool(pool, episodes, repeats)
-            results.append({"metric": "episodes_per_s", "value": eps[(workers, m)], "unit": "1/s",
-                            "config": {"runner": "ray", "workers": workers, "envs_per_worker": m,
-                                       "episodes": episodes}})
-            results.append({"metric": "env_steps_per_s", "value": eps[(workers, m)] * EPISODE_STEPS,
-                            "unit": "1/s", "config": {"runner": "ray", "workers": workers,
-                                                      "envs_per_worker": m}})
         probe = factory()
-        from stable_baselines3.common.vec_env import SubprocVecEnv
-
-        venv = SubprocVecEnv([factory, factory])
-        sub = episodes / _time_vec_env(venv, actor_factory, probe, episodes, repeats, sb3=True)
-        venv.close()
-        venv = gym.vector.AsyncVectorEnv([factory, factory],
-                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        asy = episodes / _time_vec_env(venv, actor_factory, probe, episodes, repeats, sb3=False)
-        venv.close()
-        for name, value in (("SubprocVecEnv(2)", sub), ("AsyncVectorEnv(2)", asy)):
+        # Every runner stays up and the repeats interleave them (A B C ... A B C ...), so load from
+        # other processes on the machine falls on all of them alike; each keeps its best repeat.
+        # Idle Ray workers cost no CPU, so all the pools may hold their workers at once.
+        pools, runners = [], {}
+        for workers, m in RAY_CONFIGS:
+            pool = RolloutPool(factory, actor_factory,
+                               PoolConfig(workers=workers, envs_per_worker=m, cpus_per_worker=0.25))
+            pools.append(pool)
+            runners[("ray", workers, m)] = _pool_runner(pool)
+        sub_env = SubprocVecEnv([factory, factory])
+        runners[("SubprocVecEnv(2)", 0, 0)] = _vec_env_runner(sub_env, actor_factory, probe, True)
+        async_env = gym.vector.AsyncVectorEnv([factory, factory],
+                                              autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        runners[("AsyncVectorEnv(2)", 0, 0)] = _vec_env_runner(async_env, actor_factory, probe, False)
+        times: dict[tuple, list[float]] = {key: [] for key in runners}
+        for r in range(repeats):
+            for key, measure in runners.items():
+                times[key].append(measure(episodes, 1000 * (r + 1)))
+        for pool in pools:
+            pool.close()
+        sub_env.close()
+        async_env.close()
+        rate = {key: episodes / min(t) for key, t in times.items()}
+        for (runner, workers, m), value in rate.items():
+            config = {"runner": runner, "episodes": episodes, "repeats": repeats,
+                      "seconds_per_repeat": times[(runner, workers, m)]}
+            if runner == "ray":
+                config.update(workers=workers, envs_per_worker=m)
             results.append({"metric": "episodes_per_s", "value": value, "unit": "1/s",
-                            "config": {"runner": name, "episodes": episodes}})
+                            "config": config})
+            results.append({"metric": "env_steps_per_s", "value": value * EPISODE_STEPS,
+                            "unit": "1/s", "config": dict(config)})
+        eps = {(w, m): rate[("ray", w, m)] for w, m in RAY_CONFIGS}
+        sub, asy = rate[("SubprocVecEnv(2)", 0, 0)], rate[("AsyncVectorEnv(2)", 0, 0)]
         for m in (1, 4):
             for name, value in (("SubprocVecEnv(2)", sub), ("AsyncVectorEnv(2)", asy)):
                 results.append({"metric": "episodes_per_s_ray_2_workers", "value": eps[(2, m)],
