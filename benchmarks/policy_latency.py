@@ -19,6 +19,7 @@ import torch
 from agents.collect import CollectConfig, collect
 from agents.evaluate import EvalConfig, evaluate, resolve_policy_dir
 from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
+from agents.train.distill import DistillConfig, distill, distill_train_defaults
 from policies import load_policy, save_policy
 
 ENV = "kinodiff/PointObstacle-v0"
@@ -96,7 +97,7 @@ def run(quick: bool = False):
     """Returns (config, results, bars)."""
     episodes = 4 if quick else 50
     steps = {"teacher": 20, "flow": 20, "student": 10} if quick else {
-        "teacher": 3000, "flow": 3000, "student": 2000}
+        "teacher": 3000, "flow": 3000, "student": 8000}
     calls = 5 if quick else 50
     results, bars, success, latency = [], [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,10 +110,11 @@ def run(quick: bool = False):
                 data=str(tmp / "d.zarr"), policy="diffusion", out=str(tmp / name),
                 policy_config=overrides, train=BcTrainConfig(steps=steps[name], threads=2)),
                 progress=False))
-        runs["student"] = resolve_policy_dir(train_bc(BcRunConfig(
-            data=str(tmp / "d.zarr"), policy="diffusion", out=str(tmp / "student"),
-            policy_config={"sampler": "onestep", "teacher": str(runs["teacher"])},
-            train=BcTrainConfig(steps=steps["student"], threads=2)), progress=False))
+        student_train = replace(distill_train_defaults(), steps=steps["student"],
+                                threads=2)
+        runs["student"] = resolve_policy_dir(distill(DistillConfig(
+            teacher=str(runs["teacher"]), out=str(tmp / "student"),
+            pairs=500 if quick else 100_000, train=student_train), progress=False))
         for variant, (run_name, overrides) in VARIANTS.items():
             policy, _ = load_policy(runs[run_name])
             policy.config = replace(policy.config, **overrides)

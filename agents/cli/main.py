@@ -46,9 +46,9 @@ def _cmd_train_bc(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_distill(args: argparse.Namespace) -> int:
-    from agents.train.distill import DistillConfig, distill
+    from agents.train.distill import DistillConfig, distill, distill_train_defaults
 
-    defaults = DistillConfig(teacher=args.teacher, out=args.out).train
+    defaults = distill_train_defaults()
     train = dataclasses.replace(defaults, **{f.name: getattr(args, "train_" + f.name)
                                              for f in dataclasses.fields(defaults)
                                              if getattr(args, "train_" + f.name) is not None})

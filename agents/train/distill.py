@@ -25,7 +25,8 @@ from policies.diffusion.distill import student_from_teacher, teacher_samples
 from policies.diffusion.policy import DiffusionPolicy
 
 
-def _distill_defaults() -> BcTrainConfig:
+def distill_train_defaults() -> BcTrainConfig:
+    """The optimisation defaults of distillation (4000 steps, batch 512, lr 3e-4, no warmup)."""
     # Regression onto fixed targets from a warm start: a gentler peak rate and bigger batches than
     # behaviour cloning from scratch.
     return BcTrainConfig(steps=4000, batch_size=512, lr=3e-4, warmup_steps=0, val_every=1000)
@@ -43,7 +44,7 @@ class DistillConfig:
     """Episode store whose observation windows condition the pairs (default: the teacher's data)."""
     pairs: int = 50_000
     """Training pairs drawn from the teacher (2,048 more are held out for validation)."""
-    train: BcTrainConfig = field(default_factory=_distill_defaults)
+    train: BcTrainConfig = field(default_factory=distill_train_defaults)
     """Optimisation settings (the BC loop's)."""
 
     def __post_init__(self) -> None:
