@@ -21,7 +21,7 @@ def tiny_run(tiny_store, tmp_path):
                                 train=BcTrainConfig(steps=3, batch_size=8)), progress=False)
 
 
-def test_calibrate_stores_heads_and_thresholds_with_the_policy(tiny_run):
+def test_calibrate_stores_heads_and_thresholds_with_the_policy(tiny_run, tmp_path):
     summary = calibrate(CalibrateConfig(run=str(tiny_run), episodes=10, alpha=0.34, head_steps=3,
                                         head_batch=8, env_kwargs=EASY), progress=False)
     assert summary["successes"] == 10 and summary["nominal_success_rate"] == 1.0
@@ -38,6 +38,11 @@ def test_calibrate_stores_heads_and_thresholds_with_the_policy(tiny_run):
     calibrate(CalibrateConfig(run=str(tiny_run), episodes=10, alpha=0.34, env_kwargs=EASY),
               progress=False)
     assert (folder / "uncertainty.safetensors").read_bytes() == weights
+    # kinodiff eval --uncertainty adds the uncertainty report beside the usual one.
+    out = tmp_path / "eval"
+    assert main(["eval", "--run", str(tiny_run), "--episodes", "2", "--no-video", "--uncertainty",
+                 "--shift", "obs_noise", "--out", str(out), "--env-kwargs", "goal_radius=3.0"]) == 0
+    assert (out / "report.md").is_file() and "obs_noise" in (out / "uncertainty.md").read_text()
 
 
 def test_calibrate_refuses_without_successes_and_bad_alpha(tiny_run, capsys):
