@@ -34,6 +34,8 @@ ROBOT_RADIUS = 0.05
 """Radius of every robot sphere, metres."""
 FRAME_SKIP = 5
 """Physics steps (0.01 s each) per control step: 20 Hz control."""
+SORT_NEIGHBOURS_MAX = 24
+"""Up to this many robots the neighbour search sorts each row (measured crossover: 24-32 robots)."""
 MAX_EPISODE_STEPS = 400
 """Time limit of the registered id (20 s), ample for 64 robots crossing the arena."""
 
@@ -213,6 +215,7 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         self._d2_diag = self._d2_flat[:: n + 1]
         self._row_base = np.arange(n) * n  # flat index of each row's first entry
         self._flat = np.zeros(n, dtype=np.intp)
+        self._sort_neighbours = n <= SORT_NEIGHBOURS_MAX
         # Robots must keep apart: two radii centre to centre (the walls bound the workspace).
         half = self.layout.half_size - ROBOT_RADIUS
         self.constraint_spec = self.constraint_spec.replace(
@@ -317,17 +320,22 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         np.square(self._dz_real, out=dz_sq)
         np.add(dz_sq[..., 0], dz_sq[..., 1], out=d2)
         self._d2_diag[...] = np.inf  # a robot is not its own neighbour
-        # K argmins, nearest first; cheaper than argpartition/argsort, which pay a per-row
-        # overhead on N short rows.
-        idx, flat, base, d2_flat = self._nbr_idx, self._flat, self._row_base, self._d2_flat
-        last = len(idx) - 1
-        for k in range(len(idx)):
-            d2.argmin(axis=1, out=idx[k])
-            if k < last:
-                d2_flat[np.add(base, idx[k], out=flat)] = np.inf
+        # The K nearest, nearest first (ties to the lower index). Up to SORT_NEIGHBOURS_MAX robots
+        # one stable argsort of the N x N matrix is the cheapest (one call); above it, sorting
+        # N long rows costs more than K argmins over the matrix, each masking its winner.
+        if self._sort_neighbours:
+            nearest = d2.argsort(axis=1, kind="stable")[:, :self.layout.n_visible]
+        else:
+            idx, flat, base, d2_flat = self._nbr_idx, self._flat, self._row_base, self._d2_flat
+            last = len(idx) - 1
+            for k in range(len(idx)):
+                d2.argmin(axis=1, out=idx[k])
+                if k < last:
+                    d2_flat[np.add(base, idx[k], out=flat)] = np.inf
+            nearest = idx.T
         # Relative states of the neighbours from the float32 [x, y, vx, vy] columns just written.
         own = obs[:, 0:4]
-        gathered = own.take(idx.T, axis=0, out=self._nbr_buf)
+        gathered = own.take(nearest, axis=0, out=self._nbr_buf)
         np.subtract(gathered, own[:, None, :], out=self._nbr)
         return self._obs_flat.copy()
 

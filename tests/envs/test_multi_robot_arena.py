@@ -173,3 +173,20 @@ def test_pettingzoo_truncates_every_agent_and_rejects_bad_actions():
     with pytest.raises(RuntimeError, match="reset"):
         env.step(zeros)
     assert pickle.loads(pickle.dumps(env)).possible_agents == env.possible_agents
+
+
+@pytest.mark.parametrize("n_robots", [3, 8, 30])
+def test_sorted_and_argmin_neighbour_searches_give_identical_observations(n_robots):
+    # Small arenas sort each row of the distance matrix, large ones take K masked argmins: both
+    # must list the same neighbours in the same order (ties to the lower index).
+    a = envs.make_env("kinodiff/MultiRobotArena-v0", n_robots=n_robots)
+    b = envs.make_env("kinodiff/MultiRobotArena-v0", n_robots=n_robots)
+    b.unwrapped._sort_neighbours = not a.unwrapped._sort_neighbours
+    obs_a, _ = a.reset(seed=3)
+    obs_b, _ = b.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        action = rng.uniform(-1.0, 1.0, a.action_space.shape).astype(np.float32)
+        obs_a, *_ = a.step(action)
+        obs_b, *_ = b.step(action)
+        np.testing.assert_array_equal(obs_a, obs_b)
