@@ -162,7 +162,8 @@ def run(quick: bool = False):
         {"bar": "sampler overhead (chunk minus bare forwards) <= 0.1 ms per 10-step chunk",
          "value": overhead, "threshold": 0.1, "met": overhead <= 0.1},
     ]
-    _plot_pareto(success, latency)
+    if not quick:  # a smoke run must not replace the committed figure
+        _plot_pareto(success, latency)
     return {"env": ENV, "episodes": episodes, "train_steps": steps, "calls": calls}, results, bars
 
 
