@@ -18,8 +18,7 @@ BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env
               "experts": "benchmarks.experts", "policy-latency": "benchmarks.policy_latency",
               "planners": "benchmarks.planners", "rollouts": "benchmarks.rollouts",
               "constraints": "benchmarks.constraints",
-              "uncertainty": "benchmarks.uncertainty", "deploy": "benchmarks.deploy",
-              "rl": "benchmarks.rl"}
+              "uncertainty": "benchmarks.uncertainty"}
 
 
 def machine() -> dict[str, Any]:

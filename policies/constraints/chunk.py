@@ -47,6 +47,7 @@ from policies.constraints.solvers import (
 METHODS = ("none", "clip", "project", "guidance", "cbf", "final")
 _FD = 1e-5  # finite-difference step for obstacle normals, metres
 _EPS = 1e-5  # slack against float32 rounding of the executed actions
+QUIET_SLACK = 0.15  # metres beyond obstacle_activation that count as far from every obstacle
 
 
 @dataclass(kw_only=True)
@@ -65,13 +66,16 @@ class ChunkConstraintConfig:
     """Clearance the chunk is pushed to keep from obstacles, metres."""
     obstacle_activation: float = 0.2
     """Obstacle rows are added only where the predicted clearance is below this, metres."""
-    step_fraction: float = 0.5
+    step_fraction: float = 0.3
     """Per-step methods act on the last fraction of the denoising steps (early iterates are
     mostly noise)."""
     step_iters: int = 3
     """Projection sweeps per denoising step."""
-    final_iters: int = 30
-    """Projection sweeps on the sample."""
+    final_iters: int = 16
+    """Projection sweeps on the sample (half before, half after relinearizing the obstacles)."""
+    obstacle_stride: int = 2
+    """Obstacle rows at every this-many predicted states during denoising (the cost grows with the
+    rows); the sample's own projection uses every state."""
     guidance_scale: float = 1.0
     """Step size of the cost-gradient guidance as a fraction of 1 / L, L the Lipschitz constant
     of the clearance cost's gradient (1 moves onto the constraint when a single row binds)."""
@@ -86,6 +90,8 @@ class ChunkConstraintConfig:
                 raise ValueError(f"{name}={getattr(self, name)}; expected a fraction in [0, 1]")
         if not 0.0 < self.cbf_gamma <= 1.0:
             raise ValueError(f"cbf_gamma={self.cbf_gamma}; expected 0 < gamma <= 1")
+        if self.obstacle_stride < 1:
+            raise ValueError(f"obstacle_stride={self.obstacle_stride}; expected >= 1")
         if self.step_iters < 1 or self.final_iters < 1:
             raise ValueError(f"step_iters={self.step_iters}, final_iters={self.final_iters}; expected >= 1")
 
@@ -139,6 +145,7 @@ class ChunkConstraint:
         self._prev: torch.Tensor | None = None
         self._state = None
         self._nominal = None
+        self._quiet = False
         # numpy copies for the step-by-step clamp.
         self._rate_np = None if self.rate is None else self.rate.numpy()
         self._torque_np = (self.robot.gear * torch.maximum(self.high.abs(), self.low.abs())).numpy() \
@@ -172,9 +179,16 @@ class ChunkConstraint:
         self._state = (q0, v0, self.robot.linear_rollout(q0, v0, self.H, self._nominal))
         self._hard_rows = self._limit_rows() if self.config.method == "project" else None
         self._d0 = None
+        self._quiet = False
         if len(self.obstacles):
             pts = self.robot.collision_points(q0)
             self._d0 = (self.obstacles.signed_distance(pts) - self.robot.point_radius[:, None]).amin(1)
+            if self._nominal is not None:
+                # Far from every obstacle along the last chunk's predicted continuation: the
+                # per-step corrections are skipped (the sample's own correction still runs).
+                pts = self.robot.collision_points(self._nominal[0])
+                clear = self.obstacles.signed_distance(pts) - self.robot.point_radius[:, None]
+                self._quiet = bool(clear.min() > self.config.obstacle_activation + QUIET_SLACK)
 
     # -- hooks -----------------------------------------------------------------------------------
     def step(self, x: torch.Tensor, index: int, total: int) -> torch.Tensor:
@@ -189,7 +203,8 @@ class ChunkConstraint:
             [B, H, A] the corrected iterate.
         """
         method = self.config.method
-        if method not in ("project", "guidance", "cbf") or index < total * (1 - self.config.step_fraction):
+        if (method not in ("project", "guidance", "cbf") or self._quiet
+                or index < total * (1 - self.config.step_fraction)):
             return x
         y = x.reshape(x.shape[0], -1).to(torch.float64)
         if method == "guidance":
@@ -221,11 +236,13 @@ class ChunkConstraint:
             return x
         y = x.reshape(x.shape[0], -1).to(torch.float64)
         if method in ("project", "final", "cbf"):
-            if self._hard_rows is None:
-                self._hard_rows = self._limit_rows()
-            # Obstacle rows are linearizations: relinearize once halfway through the sweeps.
+            # Obstacle rows are linearizations: relinearize once halfway through the sweeps. Joint
+            # limits are left to the exact clamp below, except for per-step projection, whose
+            # sets include them.
             for _ in range(2):
-                rows = self._rows(y, barrier=method == "cbf", hard=True)
+                rows = self._rows(y, barrier=method == "cbf", hard=method == "project", stride=1)
+                if rows is None:
+                    break
                 y = averaged_projections(y, *rows, self.y_low, self.y_high, self.config.final_iters // 2)
         actions = self._clamp_hard(self.center + self.half * y.reshape(-1, self.H, self.A))
         self._prev = actions[:, self.Ta - 1].clone()
@@ -259,28 +276,37 @@ class ChunkConstraint:
         C, b = torch.cat(C, 1), torch.cat(b, 1)
         return self._to_normalized(C, b)
 
-    def _rows(self, y: torch.Tensor, barrier: bool, hard: bool):
+    def _rows(self, y: torch.Tensor, barrier: bool, hard: bool, stride: int | None = None):
         hard_rows = None
         if hard:
             hard_rows = self._hard_rows if self._hard_rows is not None else self._limit_rows()
-        parts = [r for r in (self._obstacle_rows(y, barrier), hard_rows) if r is not None]
+        parts = [r for r in (self._obstacle_rows(y, barrier, stride), hard_rows) if r is not None]
         if not parts:
             return None
-        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+        C, b = torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+        # Rows that bind nowhere in the batch (b = +inf) only cost time: drop them.
+        live = torch.isfinite(b).any(0)
+        return (C[:, live], b[:, live]) if bool(live.any()) else None
 
-    def _obstacle_rows(self, y: torch.Tensor, barrier: bool):
+    def _obstacle_rows(self, y: torch.Tensor, barrier: bool, stride: int | None = None):
         """Linearized clearance rows at the iterate ``y`` [B, n] (normalized), or ``None``.
 
-        Plain rows ask ``d_k >= margin`` at every predicted state; barrier rows ask
-        ``d_k - margin >= (1 - gamma) (d_{k-1} - margin)``, with ``d_0`` the current clearance.
+        Plain rows ask ``d_k >= margin`` at every ``obstacle_stride``-th predicted state; barrier
+        rows ask ``d_k - margin >= (1 - gamma) (d_{k-1} - margin)`` between consecutive ones, with
+        ``d_0`` the current clearance.
         """
         if not len(self.obstacles):
             return None
         q0, _, lin = self._state
-        B, H, J = y.shape[0], self.H, self.robot.n_joints
-        a = self.center.repeat(H) + self.half.repeat(H) * y
-        q = (lin.q_free + (lin.q_map @ a.unsqueeze(-1)).squeeze(-1)).reshape(B, H, J)
-        pts = self.robot.collision_points(q)  # [B, H, P, 3]
+        B, J = y.shape[0], self.robot.n_joints
+        a = self.center.repeat(self.H) + self.half.repeat(self.H) * y
+        stride = stride or self.config.obstacle_stride
+        # Rows at states stride-1, 2 stride-1, ...: the last state of every stride.
+        q_map = lin.q_map.reshape(B, self.H, J, self.H * self.A)[:, stride - 1::stride]
+        q_free = lin.q_free.reshape(B, self.H, J)[:, stride - 1::stride]
+        H = q_map.shape[1]
+        q = q_free + (q_map @ a[:, None, :, None]).squeeze(-1)  # [B, H', J]
+        pts = self.robot.collision_points(q)  # [B, H', P, 3]
         radius = self.robot.point_radius[:, None]
         d_all = self.obstacles.signed_distance(pts) - radius  # [B, H, P, O]
         d, idx = d_all.min(dim=2)  # [B, H, O]
@@ -294,8 +320,7 @@ class ChunkConstraint:
         normal = torch.stack([sd[1] - sd[0], sd[2] - sd[0]], -1) / _FD  # [B, H, O, 2]
         jac = self.robot.point_jacobian(q, sel[..., :2], idx)  # [B, H, O, 2, J]
         g_q = torch.einsum("bhoc,bhocj->bhoj", normal, jac)
-        q_map = lin.q_map.reshape(B, H, J, H * self.A)
-        G = torch.einsum("bhoj,bhjn->bhon", g_q, q_map) * self.half.repeat(H)  # d d / d y
+        G = torch.einsum("bhoj,bhjn->bhon", g_q, q_map) * self.half.repeat(self.H)  # d d / d y
         margin = self.config.obstacle_margin
         Gy = (G @ y[:, None, :, None]).squeeze(-1)  # [B, H, O]
         if barrier:

@@ -125,11 +125,11 @@ class TorchRobot:
             [..., L + 1, 2] for an arm (base joint first, end effector last); [..., 1, 2] for a
             point mass.
         """
-        base = self.base[:2].to(q.dtype)
+        base = self.base[:2]
         if self.kind == "point_mass":
             return (base + q)[..., None, :]
         theta = torch.cumsum(q, dim=-1)
-        steps = self.lengths.to(q.dtype)[:, None] * torch.stack([torch.cos(theta), torch.sin(theta)], -1)
+        steps = self.lengths[:, None] * torch.stack([torch.cos(theta), torch.sin(theta)], -1)
         tips = base + torch.cumsum(steps, dim=-2)
         return torch.cat([base.expand(*q.shape[:-1], 1, 2), tips], dim=-2)
 
@@ -152,8 +152,8 @@ class TorchRobot:
         else:
             a = joints[..., self._point_link, :]
             b = joints[..., self._point_link + 1, :]
-            pts = a + self._point_frac.to(q.dtype)[:, None] * (b - a)
-        z = self.base[2].to(q.dtype).expand(*pts.shape[:-1], 1)
+            pts = a + self._point_frac[:, None] * (b - a)
+        z = self.base[2].expand(*pts.shape[:-1], 1)
         return torch.cat([pts, z], dim=-1)
 
     def point_jacobian(self, q: torch.Tensor, points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -173,7 +173,7 @@ class TorchRobot:
         joints = self.joint_positions(q)[..., None, :-1, :]  # [..., 1, J, 2]
         r = points[..., None, :] - joints  # [..., K, J, 2]
         link = self._point_link[index]  # [..., K]
-        moves = (torch.arange(self.n_joints) <= link[..., None]).to(q.dtype)  # [..., K, J]
+        moves = (torch.arange(self.n_joints) <= link[..., None])  # [..., K, J]
         # A hinge about z at joint j moves a point p by ez x (p - p_j) per radian.
         return torch.stack([-r[..., 1], r[..., 0]], dim=-2) * moves[..., None, :]
 
@@ -182,12 +182,19 @@ class TorchRobot:
         joints = self.joint_positions(q)  # [..., L+1, 2]
         theta = torch.cumsum(q, dim=-1)
         e = torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)  # [..., L, 2]
-        com = joints[..., :-1, :] + self.com.to(q.dtype)[:, None] * e
+        com = joints[..., :-1, :] + self.com[:, None] * e
         r = com[..., :, None, :] - joints[..., None, :-1, :]  # [..., k, j, 2]
-        jac = torch.stack([-r[..., 1], r[..., 0]], dim=-1) * self.lower.to(q.dtype)[..., None]
+        jac = torch.stack([-r[..., 1], r[..., 0]], dim=-1) * self.lower[..., None]
         return jac, e, theta
 
-    def mass_matrix(self, q: torch.Tensor) -> torch.Tensor:
+    def mass_and_bias(self, q: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mass_matrix(q), bias(q, v))`` sharing one Jacobian evaluation."""
+        if self.kind == "point_mass":
+            return self.mass_matrix(q), torch.zeros_like(v)
+        parts = self._com_jacobian(q)
+        return self.mass_matrix(q, parts), self.bias(q, v, parts)
+
+    def mass_matrix(self, q: torch.Tensor, _parts=None) -> torch.Tensor:
         """Joint-space inertia including rotor armature.
 
         Args:
@@ -196,15 +203,15 @@ class TorchRobot:
         Returns:
             [..., J, J] symmetric positive definite.
         """
-        arm = torch.diag(self.armature).to(q.dtype)
+        arm = torch.diag(self.armature)
         if self.kind == "point_mass":
             return (torch.eye(self.n_joints, dtype=q.dtype) * self.mass[0] + arm).expand(
                 *q.shape[:-1], self.n_joints, self.n_joints)
-        jac, _, _ = self._com_jacobian(q)
-        trans = torch.einsum("...kia,...kja,k->...ij", jac, jac, self.mass.to(q.dtype))
-        return trans + self.rot_inertia.to(q.dtype) + arm
+        jac, _, _ = _parts or self._com_jacobian(q)
+        trans = torch.einsum("...kia,...kja,k->...ij", jac, jac, self.mass)
+        return trans + self.rot_inertia + arm
 
-    def bias(self, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def bias(self, q: torch.Tensor, v: torch.Tensor, _parts=None) -> torch.Tensor:
         """Coriolis and centrifugal forces (MuJoCo's ``qfrc_bias`` without gravity along the joints).
 
         Args:
@@ -216,15 +223,15 @@ class TorchRobot:
         """
         if self.kind == "point_mass":
             return torch.zeros_like(v)
-        jac, e, _ = self._com_jacobian(q)
+        jac, e, _ = _parts or self._com_jacobian(q)
         w2 = torch.cumsum(v, dim=-1).square()  # link angular speed squared
-        lengths, com = self.lengths.to(q.dtype), self.com.to(q.dtype)
+        lengths, com = self.lengths, self.com
         # Centripetal acceleration of each centre of mass when qacc = 0: every joint before it
         # swings its link, and the link itself swings the centre of mass.
         link_acc = -(lengths * w2)[..., :, None] * e  # [..., L, 2]
         before = torch.cumsum(link_acc, dim=-2) - link_acc
         acc = before - (com * w2)[..., :, None] * e
-        return torch.einsum("...kja,...ka,k->...j", jac, acc, self.mass.to(q.dtype))
+        return torch.einsum("...kja,...ka,k->...j", jac, acc, self.mass)
 
     def step(self, q: torch.Tensor, v: torch.Tensor, ctrl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One control step (``substeps`` physics steps) with the full nonlinear model.
@@ -237,8 +244,8 @@ class TorchRobot:
         Returns:
             (q', v') after the step.
         """
-        h, damping = self.h, self.damping.to(q.dtype)
-        force = self.gear.to(q.dtype) * ctrl
+        h, damping = self.h, self.damping
+        force = self.gear * ctrl
         for _ in range(self.substeps):
             m_tilde = self.mass_matrix(q) + h * torch.diag(damping)
             rhs = force - damping * v - self.bias(q, v)
@@ -270,12 +277,13 @@ class TorchRobot:
         else:
             qs = torch.cat([q0[:, None], nominal[0][:, :-1]], 1)
             vs = torch.cat([v0[:, None], nominal[1][:, :-1]], 1)
-        damping = self.damping.to(q0.dtype)
-        minv = torch.linalg.inv(self.mass_matrix(qs) + h * torch.diag(damping))  # [B, H, J, J]
+        damping = self.damping
+        mass, bias = self.mass_and_bias(qs, vs)
+        minv = torch.linalg.inv(mass + h * torch.diag(damping))  # [B, H, J, J]
         eye = torch.eye(J, dtype=q0.dtype).expand_as(minv)
         P = eye - h * minv * damping  # v' = P v + Q u + r per physics step
-        Q = h * minv * self.gear.to(q0.dtype)
-        r = -h * (minv @ self.bias(qs, vs).unsqueeze(-1))
+        Q = h * minv * self.gear
+        r = -h * (minv @ bias.unsqueeze(-1))
         # One physics step on x = [q; v]: x' = A x + Bs u + rs; a control step is n of them.
         A = torch.cat([torch.cat([eye, h * P], -1), torch.cat([torch.zeros_like(eye), P], -1)], -2)
         Bs = torch.cat([h * Q, Q], -2)
@@ -295,7 +303,7 @@ class TorchRobot:
             X[:, :, k * J:(k + 1) * J] = Bb_np[:, k]
             X[:, :, -1:] += rb_np[:, k]
             out[:, k] = X
-        out_t = torch.from_numpy(out).to(q0.dtype)
+        out_t = torch.from_numpy(out)
         free_t, maps_t = out_t[..., -1], out_t[..., :-1]
         return LinearRollout(
             q_free=free_t[..., :J].reshape(B, horizon * J),

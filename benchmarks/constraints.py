@@ -1,0 +1,213 @@
+"""Constraint enforcement side by side: every method of ``policies.constraints`` on ArmReach-v0.
+
+One diffusion policy, trained on the IK expert's demonstrations (``agents.collect`` +
+``agents.train.bc``), is evaluated on the same seeded episodes with each enforcement method:
+
+- **limits**: the nominal scene, with limits tighter than any seen in the demonstrations
+  (``ctrlrange`` 0.8 of the actuator range, joint speed 0.8 of the MJCF limits, an action-rate limit
+  of 0.5 per step, joint ranges pulled in): episodes with any hard-limit violation (ctrlrange, rate,
+  joint range, joint speed) in the executed trajectory, per method.
+- **unseen obstacle**: an extra sphere the demonstrations never saw (added at evaluation through the
+  task's ``extra_obstacles`` kwarg, so it is in the scene and in the spec): episodes with any
+  arm-obstacle contact, and success, per method, against the unconstrained policy.
+- **cost**: time per chunk of each method on the same observations, interleaved with the
+  unconstrained sampler so machine load hits all alike.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TASK = "kinodiff/ArmReach-v0"
+METHODS = ("none", "clip", "project", "guidance", "cbf", "final")
+UNSEEN_OBSTACLE = {"kind": "sphere", "pos": [0.7, 0.15, 0.0], "size": [0.05]}
+"""On the path of ~44% of the expert's episodes (within 9 cm of a link), away from the start pose."""
+SEED = 5000
+
+
+def tightened(spec):
+    """Limits tighter than any in the demonstrations (expert: |a| <= 1, speed <= 0.86 of the
+    limit, rate up to 2 per step, joints within [-2.54, 2.78], [-1.97, 2.38], [-2.44, 2.22])."""
+    return spec.replace(ctrl_low=[-0.8] * 3, ctrl_high=[0.8] * 3,
+                        joint_velocity_limit=spec.joint_velocity_limit * 0.8,
+                        action_rate_limit=[0.5] * 3, joint_low=[-2.6, -2.3, -2.3],
+                        joint_high=[2.6, 2.3, 2.3])
+
+
+def train_policy(out: Path, episodes: int, steps: int) -> Path:
+    """Collect expert demonstrations and train the diffusion policy; returns its folder."""
+    from agents.collect import CollectConfig, collect
+    from agents.evaluate import resolve_policy_dir
+    from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
+
+    data = out / "arm.zarr"
+    collect(CollectConfig(env=TASK, expert="ik", episodes=episodes, seed=1, out=str(data)),
+            progress=False)
+    run = train_bc(BcRunConfig(data=str(data), policy="diffusion", out=str(out / "run"),
+                               policy_config={"hidden_dims": [256, 256, 256]},
+                               train=BcTrainConfig(steps=steps, threads=1)), progress=False)
+    return resolve_policy_dir(run)
+
+
+def run_episodes(policy_dir: Path, method: str, episodes: int, extra_obstacles=(),
+                 tighten: bool = False) -> dict[str, Any]:
+    """Evaluate one method on seeded episodes; violations are counted against the enforced spec."""
+    import envs
+    from policies import load_policy
+
+    env = envs.make_env(TASK, extra_obstacles=tuple(extra_obstacles))
+    u = env.unwrapped
+    spec = tightened(u.constraint_spec) if tighten else u.constraint_spec
+    policy, _ = load_policy(policy_dir)
+    policy.set_constraints(spec.to_dict(), method=method)
+    rate = spec.action_rate_limit
+    success = collided = violating = steps = n_violations = 0
+    worst_speed, latencies = 0.0, []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=SEED + i)
+        policy.reset(seed=SEED + i)
+        prev, bad, hit, info = np.zeros(3), 0, False, {}
+        for _ in range(env.spec.max_episode_steps):
+            pending = policy.chunk_pending
+            t0 = time.perf_counter()
+            action = policy.select_action(obs)
+            if pending:
+                latencies.append(time.perf_counter() - t0)
+            a = action.astype(np.float64)
+            bad += int(np.count_nonzero((a < spec.ctrl_low) | (a > spec.ctrl_high)))
+            if rate is not None:
+                bad += int(np.count_nonzero(np.abs(a - prev) > rate))
+            prev = a
+            obs, _, terminated, truncated, info = env.step(action)
+            counts = spec.count_violations(u.data.qpos, u.data.qvel)
+            bad += counts.joint_position + counts.joint_velocity
+            worst_speed = max(worst_speed, float(np.max(np.abs(u.data.qvel) / spec.joint_velocity_limit)))
+            hit |= bool(info["collision"])
+            steps += 1
+            if terminated or truncated:
+                break
+        success += bool(info.get("is_success"))
+        collided += hit
+        violating += bad > 0
+        n_violations += bad
+    return {"method": method, "episodes": episodes, "success_rate": success / episodes,
+            "collision_episodes": collided, "violation_episodes": violating,
+            "violations_per_1000_steps": 1000.0 * n_violations / max(steps, 1),
+            "worst_speed_over_limit": worst_speed,
+            "chunk_ms_p50": float(np.median(latencies) * 1e3) if latencies else None}
+
+
+def chunk_cost(policy_dir: Path, n_obs: int = 20, repeats: int = 3) -> dict[str, float]:
+    """Median ms per chunk of each method on the same observations (unseen-obstacle scene),
+    methods interleaved so background load hits all alike; the best of ``repeats`` rounds."""
+    import torch
+
+    import envs
+    from policies import load_policy
+
+    env = envs.make_env(TASK, extra_obstacles=(UNSEEN_OBSTACLE,))
+    spec = env.unwrapped.constraint_spec.to_dict()
+    expert = envs.make_expert(TASK, "ik", env.unwrapped)
+    observations = []
+    for i in range(n_obs):
+        obs, _ = env.reset(seed=SEED + i)
+        expert.reset(i, np.random.default_rng(i))
+        for _ in range(i % 7 * 5):  # spread the states along the expert's path
+            obs, *_ = env.step(expert.act(obs))
+        observations.append(torch.as_tensor(np.stack([obs, obs]))[None].float())
+    policies = {}
+    for method in METHODS:
+        policies[method], _ = load_policy(policy_dir)
+        policies[method].set_constraints(spec, method=method)
+    best = {m: np.inf for m in METHODS}
+    for _ in range(repeats):
+        times = {m: [] for m in METHODS}
+        for obs in observations:
+            for method, policy in policies.items():
+                policy.reset(seed=0)
+                t0 = time.perf_counter()
+                policy.predict_action_chunk(obs)
+                times[method].append(time.perf_counter() - t0)
+        for m in METHODS:
+            best[m] = min(best[m], float(np.median(times[m]) * 1e3))
+    return best
+
+
+def measure(policy_dir: Path, episodes: int) -> tuple[list[dict], list[dict], dict]:
+    """All measurements with a trained policy; returns (results, bars, raw tables)."""
+    import torch
+
+    torch.set_num_threads(1)
+    limits = {m: run_episodes(policy_dir, m, episodes, tighten=True) for m in METHODS}
+    unseen = {m: run_episodes(policy_dir, m, episodes, extra_obstacles=(UNSEEN_OBSTACLE,))
+              for m in METHODS}
+    cost = chunk_cost(policy_dir)
+    results = []
+    for m in METHODS:
+        results.append({"metric": "hard_limit_violation_episodes", "value": limits[m]["violation_episodes"],
+                        "unit": "episodes", "config": {"scene": "tightened limits", **limits[m]}})
+    base = unseen["none"]
+    for m in METHODS:
+        r = unseen[m]
+        results.append({"metric": "collision_episodes", "value": r["collision_episodes"], "unit": "episodes",
+                        "config": {"scene": "unseen obstacle", **r},
+                        "peer": {"name": "none", "value": base["collision_episodes"]},
+                        "ratio_to_peer": (r["collision_episodes"] / base["collision_episodes"]
+                                          if base["collision_episodes"] else None)})
+    for m in METHODS:
+        results.append({"metric": "chunk_ms", "value": cost[m], "unit": "ms", "config": {"method": m},
+                        "peer": {"name": "none", "value": cost["none"]},
+                        "ratio_to_peer": cost[m] / cost["none"]})
+
+    worst = max(limits[m]["violation_episodes"] for m in METHODS if m != "none")
+
+    def cut(m: str) -> float:
+        b = base["collision_episodes"]
+        return 1.0 - unseen[m]["collision_episodes"] / b if b else 0.0
+
+    def drop(m: str) -> float:
+        return 100.0 * (base["success_rate"] - unseen[m]["success_rate"])
+
+    # The best of projection and CBF at the obstacle bar: the larger cut among those within the
+    # success-drop limit, else the larger cut.
+    ok = [m for m in ("project", "cbf") if drop(m) <= 5.0] or ["project", "cbf"]
+    pc = max(ok, key=cut)
+    best = max((m for m in METHODS if m != "none"), key=lambda m: (cut(m) if drop(m) <= 5 else -1, -cost[m]))
+    extra = (cost[best] - cost["none"]) / cost["none"]
+    bars = [
+        {"bar": "hard limits (ctrlrange, joint range, velocity, rate): 0 violations in executed "
+                "trajectories for every method except none over >= 100 seeded episodes "
+                f"(episodes={episodes})",
+         "value": worst, "threshold": 0, "met": worst == 0 and episodes >= 100},
+        {"bar": f"unseen obstacle: projection or CBF ({pc}) cuts episodes with a collision by >= 90% vs "
+                "unconstrained", "value": cut(pc), "threshold": 0.9, "met": cut(pc) >= 0.9},
+        {"bar": f"unseen obstacle: ... while success drops by <= 5 points ({pc})", "value": drop(pc),
+         "threshold": 5.0, "met": drop(pc) <= 5.0},
+        {"bar": f"extra cost of the best method ({best}) <= 2x the unconstrained sampling time per chunk",
+         "value": extra, "threshold": 2.0, "met": extra <= 2.0},
+    ]
+    return results, bars, {"limits": limits, "unseen": unseen, "cost": cost}
+
+
+def run(quick: bool = False, policy_dir: str | None = None):
+    """Returns (config, results, bars); trains its own policy unless ``policy_dir`` is given."""
+    episodes = 4 if quick else 100
+    config = {"task": TASK, "methods": list(METHODS), "episodes": episodes, "seed": SEED,
+              "unseen_obstacle": UNSEEN_OBSTACLE, "quick": quick,
+              "tightened": {"ctrlrange": [-0.8, 0.8], "velocity_scale": 0.8, "action_rate_limit": 0.5,
+                            "joint_low": [-2.6, -2.3, -2.3], "joint_high": [2.6, 2.3, 2.3]}}
+    with tempfile.TemporaryDirectory() as tmp:
+        if policy_dir is None:
+            demos, steps = (10, 20) if quick else (600, 3000)
+            config["training"] = {"demonstrations": demos, "steps": steps, "hidden_dims": [256, 256, 256]}
+            path = train_policy(Path(tmp), demos, steps)
+        else:
+            config["policy_dir"] = str(policy_dir)
+            path = Path(policy_dir)
+        results, bars, _ = measure(path, episodes)
+    return config, results, bars
