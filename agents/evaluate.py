@@ -119,6 +119,7 @@ def summarize(results: list[EpisodeResult], seeds: list[int]) -> dict[str, Any]:
     modes = [r.mode for r in results if r.success and r.mode is not None]
     labels = sorted({r.mode for r in results if r.mode is not None})
     coverage = {m: (modes.count(m) / len(modes) if modes else 0.0) for m in labels}
+    max_cov = [r.max_coverage for r in results if r.max_coverage is not None]
     return {
         "episodes": n,
         "seeds": seeds,
@@ -131,6 +132,8 @@ def summarize(results: list[EpisodeResult], seeds: list[int]) -> dict[str, Any]:
         "latency_ms_p50": float(np.percentile(lat_ms, 50)) if lat_ms.size else None,
         "latency_ms_p99": float(np.percentile(lat_ms, 99)) if lat_ms.size else None,
         "mode_coverage": coverage,
+        # PushT-style scoring (Diffusion Policy, LeRobot): each episode's best goal overlap.
+        "max_coverage_mean": float(np.mean(max_cov)) if max_cov else None,
     }
 
 

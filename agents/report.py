@@ -98,14 +98,16 @@ def write_report(
     lines = ["# Evaluation report", ""]
     if extra and "env_id" in extra:
         lines += [f"Task: `{extra['env_id']}`", ""]
-    lines += ["| policy | success (95% CI) | return | length | latency p50 / p99 (ms) | modes |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| policy | success (95% CI) | return | length | latency p50 / p99 (ms) | modes | "
+              "mean max coverage |",
+              "|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         lo, hi = s["success_ci95"]
         modes = ", ".join(f"{m} {v:.0%}" for m, v in s["mode_coverage"].items()) or "n/a"
         lines.append(f"| {name} | {s['success_rate']:.2f} ({lo:.2f}-{hi:.2f}) | "
                      f"{s['return_mean']:.2f} | {s['length_mean']:.1f} | "
-                     f"{_fmt(s['latency_ms_p50'])} / {_fmt(s['latency_ms_p99'])} | {modes} |")
+                     f"{_fmt(s['latency_ms_p50'])} / {_fmt(s['latency_ms_p99'])} | {modes} | "
+                     f"{_fmt(s.get('max_coverage_mean'))} |")
     n = next(iter(summaries.values()))["episodes"]
     lines += ["", f"{n} episodes per policy, seeds listed in report.json. Modes: share of successful "
               "episodes passing on each side.", "",

@@ -72,8 +72,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                          name if config.video else None, env.metadata.get("render_fps", 20),
                          extra={"env_id": config.env})
     lo, hi = summary["success_ci95"]
+    cov = summary.get("max_coverage_mean")
+    cov_text = f", mean max coverage {cov:.2f}" if cov is not None else ""
     print(f"{name} on {config.env}: success {summary['success_rate']:.2f} "
-          f"(95% CI {lo:.2f}-{hi:.2f}) over {summary['episodes']} episodes; report {files['md']}")
+          f"(95% CI {lo:.2f}-{hi:.2f}){cov_text} over {summary['episodes']} episodes; "
+          f"report {files['md']}")
     if config.uncertainty:
         from agents.uncertainty_eval import evaluate_uncertainty_for
 

@@ -58,6 +58,9 @@ class EpisodeResult:
     """The task's mode label (e.g. passing side), if it reports one."""
     positions: np.ndarray
     """[T+1, 2] robot positions, when the task reports ``info["position"]``."""
+    max_coverage: float | None = None
+    """Largest ``info["coverage"]`` over the episode, reset included, when the task reports one
+    (PushT: the goal-area overlap; the Diffusion Policy paper and LeRobot score episodes by it)."""
     latencies: list[float] = field(default_factory=list)
     """Seconds per network call of the actor."""
     frames: list[np.ndarray] = field(default_factory=list)
@@ -75,6 +78,7 @@ class _Episode:
         self.act_list: list[np.ndarray] = []
         self.rew_list: list[float] = []
         self.positions = [info["position"]] if "position" in info else []
+        self.max_coverage: float | None = info.get("coverage")
         self.frames = [frame] if frame is not None else []
 
 
@@ -200,6 +204,8 @@ class VecRolloutWorker:
                 ep.rew_list.append(reward)
                 if "position" in info:
                     ep.positions.append(info["position"])
+                if "coverage" in info:
+                    ep.max_coverage = max(ep.max_coverage or 0.0, float(info["coverage"]))
                 if render:
                     ep.frames.append(self.envs[slot].render())
                 if terminated or truncated:
@@ -222,6 +228,7 @@ class VecRolloutWorker:
             length=len(ep.act_list),
             mode=info.get("mode"),
             positions=np.asarray(ep.positions, dtype=np.float32).reshape(-1, 2),
+            max_coverage=ep.max_coverage,
             latencies=self.actor.pop_latencies(slot),
             frames=ep.frames,
             worker=self.worker_index,

@@ -32,6 +32,15 @@ def test_summary_counts_modes_among_successes_only():
     assert s["return_mean"] == 1.5 and s["length_mean"] == 11.5
     p50 = s["latency_ms_p50"]  # median of 1, 2, 3, 4 ms
     assert math.isclose(p50, 2.5)
+    assert s["max_coverage_mean"] is None  # no task coverage reported
+
+
+def test_summary_averages_each_episodes_best_coverage():
+    results = [_result(i, i == 0, None, 0.001) for i in range(3)]
+    for r, best in zip(results, (0.97, 0.5, 0.0), strict=True):
+        r.max_coverage = best
+    s = summarize(results, [0, 1, 2])
+    assert math.isclose(s["max_coverage_mean"], (0.97 + 0.5 + 0.0) / 3)
 
 
 def test_evaluate_records_seeds_and_refuses_another_task(tiny_store, tmp_path):
