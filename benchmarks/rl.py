@@ -78,8 +78,9 @@ def _pipeline(env_id: str, data: Path, tmp: Path, budget: int, bc_steps: int, ep
     res["residual"] = {"success_rate": last["success_rate"], "return_mean": last["return_mean"],
                        "wall_s": time.perf_counter() - t0, "curve": _curve(residual)}
     t0 = time.perf_counter()
-    q = train_qcritic(QCriticConfig(base=str(bc), out=str(tmp / "q"), env_steps=budget // 4,
-                                    steps=50 if quick else 3000), progress=False)
+    q_steps = budget if quick else budget // 4
+    q = train_qcritic(QCriticConfig(base=str(bc), out=str(tmp / "q"), env_steps=q_steps,
+                                    n_envs=small["n_envs"], steps=50 if quick else 3000), progress=False)
     guided = QGuidedPolicy(load_base_policy(str(bc))[0], load_critic(q / "critic"), num_samples=16)
     res["q_guided"] = {**_evaluate_chunked(guided, env_id, episodes, 7), "wall_s": time.perf_counter() - t0}
     t0 = time.perf_counter()
