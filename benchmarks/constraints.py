@@ -46,10 +46,9 @@ def train_policy(out: Path, episodes: int, steps: int) -> Path:
     from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
 
     data = out / "arm.zarr"
-    collect(CollectConfig(env=TASK, expert="ik", episodes=episodes, seed=1, out=str(data)),
+    collect(CollectConfig(env=TASK, expert="ik", episodes=episodes, seed=0, out=str(data)),
             progress=False)
     run = train_bc(BcRunConfig(data=str(data), policy="diffusion", out=str(out / "run"),
-                               policy_config={"hidden_dims": [256, 256, 256]},
                                train=BcTrainConfig(steps=steps, threads=1)), progress=False)
     return resolve_policy_dir(run)
 
@@ -147,12 +146,18 @@ def measure(policy_dir: Path, episodes: int) -> tuple[list[dict], list[dict], di
     unseen = {m: run_episodes(policy_dir, m, episodes, extra_obstacles=(UNSEEN_OBSTACLE,))
               for m in METHODS}
     cost = chunk_cost(policy_dir)
+    results, bars = summarize(limits, unseen, cost)
+    return results, bars, {"limits": limits, "unseen": unseen, "cost": cost}
+
+
+def summarize(limits: dict[str, dict], unseen: dict[str, dict], cost: dict[str, float]):
+    """Results and bars from the per-method tables of ``run_episodes`` and ``chunk_cost``."""
     results = []
-    for m in METHODS:
+    for m in limits:
         results.append({"metric": "hard_limit_violation_episodes", "value": limits[m]["violation_episodes"],
                         "unit": "episodes", "config": {"scene": "tightened limits", **limits[m]}})
     base = unseen["none"]
-    for m in METHODS:
+    for m in unseen:
         r = unseen[m]
         results.append({"metric": "collision_episodes", "value": r["collision_episodes"], "unit": "episodes",
                         "config": {"scene": "unseen obstacle", **r},
@@ -164,7 +169,9 @@ def measure(policy_dir: Path, episodes: int) -> tuple[list[dict], list[dict], di
                         "peer": {"name": "none", "value": cost["none"]},
                         "ratio_to_peer": cost[m] / cost["none"]})
 
-    worst = max(limits[m]["violation_episodes"] for m in METHODS if m != "none")
+    constrained = [m for m in METHODS if m != "none" and m in limits]
+    worst = max(limits[m]["violation_episodes"] for m in constrained)
+    episodes = min(limits[m]["episodes"] for m in constrained)
 
     def cut(m: str) -> float:
         b = base["collision_episodes"]
@@ -177,12 +184,12 @@ def measure(policy_dir: Path, episodes: int) -> tuple[list[dict], list[dict], di
     # success-drop limit, else the larger cut.
     ok = [m for m in ("project", "cbf") if drop(m) <= 5.0] or ["project", "cbf"]
     pc = max(ok, key=cut)
-    best = max((m for m in METHODS if m != "none"), key=lambda m: (cut(m) if drop(m) <= 5 else -1, -cost[m]))
+    best = max((m for m in unseen if m != "none"), key=lambda m: (cut(m) if drop(m) <= 5 else -1, -cost[m]))
     extra = (cost[best] - cost["none"]) / cost["none"]
     bars = [
         {"bar": "hard limits (ctrlrange, joint range, velocity, rate): 0 violations in executed "
                 "trajectories for every method except none over >= 100 seeded episodes "
-                f"(episodes={episodes})",
+                f"(methods {constrained}; fewest episodes of a method: {episodes})",
          "value": worst, "threshold": 0, "met": worst == 0 and episodes >= 100},
         {"bar": f"unseen obstacle: projection or CBF ({pc}) cuts episodes with a collision by >= 90% vs "
                 "unconstrained", "value": cut(pc), "threshold": 0.9, "met": cut(pc) >= 0.9},
@@ -191,7 +198,7 @@ def measure(policy_dir: Path, episodes: int) -> tuple[list[dict], list[dict], di
         {"bar": f"extra cost of the best method ({best}) <= 2x the unconstrained sampling time per chunk",
          "value": extra, "threshold": 2.0, "met": extra <= 2.0},
     ]
-    return results, bars, {"limits": limits, "unseen": unseen, "cost": cost}
+    return results, bars
 
 
 def run(quick: bool = False, policy_dir: str | None = None):
@@ -203,8 +210,11 @@ def run(quick: bool = False, policy_dir: str | None = None):
                             "joint_low": [-2.6, -2.3, -2.3], "joint_high": [2.6, 2.3, 2.3]}}
     with tempfile.TemporaryDirectory() as tmp:
         if policy_dir is None:
-            demos, steps = (10, 20) if quick else (600, 3000)
-            config["training"] = {"demonstrations": demos, "steps": steps, "hidden_dims": [256, 256, 256]}
+            # The figures in BENCHMARKS.md: 200 IK demonstrations, 3,000 steps of the default
+            # diffusion policy (MLP denoiser 512x3, DDIM 10 steps); a 256x3 denoiser trained on
+            # 600 demonstrations reached 1/12 success where this one reached 4/12.
+            demos, steps = (10, 20) if quick else (200, 3000)
+            config["training"] = {"demonstrations": demos, "steps": steps}
             path = train_policy(Path(tmp), demos, steps)
         else:
             config["policy_dir"] = str(policy_dir)
