@@ -65,6 +65,8 @@ class CalibrateConfig:
     """Adam learning rate of the heads."""
     num_samples: int = 8
     """K: chunks sampled per call for the dispersion and temporal scores."""
+    ensemble_hidden: tuple[int, ...] = (128, 128)
+    """Hidden widths of each denoiser-ensemble member."""
     retrain: bool = False
     """Train the heads again even when the policy folder already has them."""
     threads: int = 1
@@ -138,7 +140,8 @@ def calibrate(config: CalibrateConfig, progress: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     head_log: list[dict[str, float]] = []
     if config.retrain or not (policy_dir / WEIGHTS).is_file():
-        estimator = UncertaintyEstimator(policy, UncertaintyConfig(num_samples=config.num_samples))
+        estimator = UncertaintyEstimator(policy, UncertaintyConfig(
+            num_samples=config.num_samples, ensemble_hidden=config.ensemble_hidden))
         data = config.data or _training_data(policy_dir, config.run)
         head_log = train_heads(estimator, data, config.head_steps, config.head_batch,
                                config.head_lr, config.seed, progress)

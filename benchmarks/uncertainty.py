@@ -227,3 +227,45 @@ def run(quick: bool = False) -> tuple[dict, list[dict], list[dict]]:
         results += part["results"]
         per_task[env_id] = part["summary"]
     return config, results, bars(per_task)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure one task into a part file, or assemble part files into the benchmark JSON.
+
+    On a shared machine the tasks can then run as separate processes:
+    ``python -m benchmarks.uncertainty --task kinodiff/ArmReach-v0 --part arm.json`` per task,
+    then ``python -m benchmarks.uncertainty --assemble point.json arm.json --json OUT``.
+    """
+    import argparse
+    import json
+
+    from agents.utils import write_json_atomic
+    from benchmarks import machine
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.uncertainty")
+    parser.add_argument("--task", choices=sorted(TASKS))
+    parser.add_argument("--part", help="part file written by --task")
+    parser.add_argument("--assemble", nargs="+", metavar="PART", help="part files to combine")
+    parser.add_argument("--json", help="benchmark JSON written by --assemble")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.task:
+        write_json_atomic(args.part, {"env_id": args.task, **measure_task(args.task)})
+        return 0
+    parts = [json.loads(Path(p).read_text()) for p in args.assemble]
+    per_task = {env_id: None for env_id in TASKS}
+    per_task.update({p["env_id"]: p["summary"] for p in parts})
+    results = [r for p in parts for r in p["results"]]
+    results += [{"metric": "not measured", "value": None, "unit": "", "config": {"env": e}}
+                for e in TASKS if e not in {p["env_id"] for p in parts}]
+    config = {"tasks": {k: asdict(v) for k, v in TASKS.items()}, "alpha": ALPHA,
+              "episodes_per_condition": 30, "num_samples": 8,
+              "fallback": "the task's expert (stands in for a planner)",
+              "assembled_from": [str(p) for p in args.assemble]}
+    write_json_atomic(args.json, {"benchmark": "uncertainty", "machine": machine(), "config": config,
+                                  "results": results, "bars": bars(per_task)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
