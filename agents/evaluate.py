@@ -19,6 +19,7 @@ from agents.utils import episode_seed
 from envs import make_env
 from envs.registry import check_env_id
 from envs.wrappers.domain_randomization import shift_spec
+from policies.constraints import METHODS as CONSTRAINT_METHODS
 from policies.io import read_policy_config
 
 
@@ -51,6 +52,9 @@ class EvalConfig:
     """Keyword arguments of the task (e.g. ``start_spread``)."""
     shift: str | None = None
     """Evaluate under a domain-randomization preset (mass, friction, actuator_gain, obs_noise, all)."""
+    constraint_method: str = "none"
+    """Enforce the task's ``constraint_spec`` while sampling: ``none``, ``clip``, ``project``,
+    ``guidance``, ``cbf`` or ``final`` (diffusion policies; ``policies.constraints``)."""
     uncertainty: bool = False
     """Also evaluate the calibrated uncertainty alarm (``kinodiff calibrate`` first) on nominal and
     ``shift`` episodes, bare and with ``fallback``: uncertainty.md / .json and reliability.png."""
@@ -60,6 +64,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"episodes={self.episodes}; expected >= 1")
+        if self.constraint_method not in CONSTRAINT_METHODS:
+            raise ValueError(f"constraint_method={self.constraint_method!r} is invalid; expected one of "
+                             f"{list(CONSTRAINT_METHODS)}")
         if self.shift is not None:
             shift_spec(self.shift)
         PoolConfig(workers=self.workers, envs_per_worker=self.envs_per_worker,
@@ -147,7 +154,8 @@ def evaluate(config: EvalConfig, progress: bool = True) -> tuple[dict[str, Any],
     check_policy_fits_env(policy_dir, config.env, config.env_kwargs)
     seeds = [episode_seed(config.seed, i) for i in range(config.episodes)]
     env_factory = EnvFactory(config.env, config.env_kwargs, config.shift)
-    actor_factory = PolicyActorFactory(str(policy_dir), f"policy:{config.run}", config.threads)
+    actor_factory = PolicyActorFactory(str(policy_dir), f"policy:{config.run}", config.threads,
+                                       config.constraint_method)
     results = sorted(
         run_episodes(env_factory, actor_factory, list(enumerate(seeds)), workers=config.workers,
                      ray_address=config.ray_address, desc=f"eval {Path(config.run).name}",

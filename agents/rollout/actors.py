@@ -170,16 +170,23 @@ class _ExpertFactory:
 class PolicyActorFactory:
     """A picklable factory ``env -> PolicyActor`` that loads a saved policy in each worker."""
 
-    def __init__(self, policy_dir: str, source: str, threads: int = 1) -> None:
+    def __init__(self, policy_dir: str, source: str, threads: int = 1,
+                 constraint_method: str = "none") -> None:
         self.policy_dir, self.source, self.threads = policy_dir, source, threads
+        self.constraint_method = constraint_method
 
     def __call__(self, env: gym.Env) -> PolicyActor:
-        """Load the policy (with ``threads`` torch threads) for this worker."""
+        """Load the policy (with ``threads`` torch threads) for this worker.
+
+        With a constraint method, the policy enforces the task's ``constraint_spec`` as it samples.
+        """
         import torch
 
         if self.threads:
             torch.set_num_threads(self.threads)
         policy, _ = load_policy(self.policy_dir)
+        if self.constraint_method != "none":
+            policy.set_constraints(env.unwrapped.constraint_spec.to_dict(), method=self.constraint_method)
         return PolicyActor(policy, self.source)
 
     def batch(self, envs: list[gym.Env]) -> PolicyBatchActor | PerSlotBatchActor:
@@ -194,7 +201,8 @@ class PolicyActorFactory:
             torch.set_num_threads(self.threads)
         policy, _ = load_policy(self.policy_dir)
         c = policy.config
-        if c.temporal_ensemble > 0 or getattr(c, "warm_start", 0.0) > 0:
+        # Constraint enforcement keeps per-episode state too (the last executed action).
+        if c.temporal_ensemble > 0 or getattr(c, "warm_start", 0.0) > 0 or self.constraint_method != "none":
             return PerSlotBatchActor(self, envs)
         n = robots_per_env(c.obs_dim, c.action_dim, envs[0])
         return PolicyBatchActor(policy, len(envs), n, self.source)
