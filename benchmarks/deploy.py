@@ -10,6 +10,7 @@ The peer of the ONNX runtime is the same policy's PyTorch ``predict_action_chunk
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -21,6 +22,7 @@ import torch
 
 from agents.deploy.export import ExportConfig, PolicyGraph, export_policy
 from agents.deploy.loop import ControlLoop, LoopConfig
+from agents.deploy.policy_process import ProcessChunkWorker
 from agents.deploy.robot import SimRobot
 from agents.deploy.runtime import OnnxPolicy
 from agents.deploy.session import safety_filter_for
@@ -31,6 +33,9 @@ from policies import load_policy
 ENV = "kinodiff/PointObstacle-v0"
 QUICKSTART_RUN = Path("runs/quickstart/diffusion")
 EVAL_SEED = 1000
+# SCHED_FIFO priority of the loop (the policy process gets one less, the sim robot the same), as
+# robot controllers run; a run with normal scheduling is reported beside it.
+PRIORITY = 50
 
 
 def _policy_run(tmp: Path, quick: bool) -> Path:
@@ -45,13 +50,12 @@ def _policy_run(tmp: Path, quick: bool) -> Path:
 
 
 class _Faulty:
-    """Wraps a runtime: freezes from call ``freeze_at`` on, or puts NaN in every ``nan_every``-th chunk."""
+    """Wraps a runtime: puts NaN in the first action of every ``nan_every``-th chunk."""
 
-    def __init__(self, inner: OnnxPolicy, freeze_at: int = 0, nan_every: int = 0) -> None:
-        self.inner, self.freeze_at, self.nan_every = inner, freeze_at, nan_every
+    def __init__(self, inner: OnnxPolicy, nan_every: int) -> None:
+        self.inner, self.nan_every = inner, nan_every
         self.n_action_steps, self.horizon = inner.n_action_steps, inner.horizon
         self.calls = 0
-        self.release = threading.Event()
 
     def reset(self, seed=None):
         self.inner.reset(seed)
@@ -61,10 +65,8 @@ class _Faulty:
 
     def predict_chunk(self, history):
         self.calls += 1
-        if self.freeze_at and self.calls >= self.freeze_at:
-            self.release.wait(30.0)
         chunk = self.inner.predict_chunk(history)
-        if self.nan_every and self.calls % self.nan_every == 0:
+        if self.calls % self.nan_every == 0:
             chunk = chunk.copy()
             chunk[:, 0] = np.nan
         return chunk
@@ -85,10 +87,15 @@ class _Recorder:
 
 
 def _run_loop(policy, spec, hz: float, cycles: int | None, seeds: list[int], wrap=None,
-              during=None) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    with SimRobot(ENV) as sim:
+              during=None, priority: int = PRIORITY, process: str | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """One loop run on a fresh sim robot; ``process``: the .onnx to run in a policy process."""
+    worker = ProcessChunkWorker(process, (policy.horizon, policy.action_dim), 1, EVAL_SEED,
+                                max(priority - 1, 0)) if process else None
+    with SimRobot(ENV, realtime_priority=priority) as sim:
         robot = wrap(sim) if wrap else sim
-        loop = ControlLoop(robot, policy, safety_filter_for(spec), LoopConfig(hz=hz))
+        config = LoopConfig(hz=hz, realtime_priority=priority)
+        loop = ControlLoop(robot, policy, safety_filter_for(spec), config, worker)
         if during:
             during(loop)
         try:
@@ -162,24 +169,28 @@ def run(quick: bool = False):
                         "peer": {"runtime": "pytorch", "value": torch_ms},
                         "ratio_to_peer": ort_ms / torch_ms})
 
-        # Timing: 10,000 cycles per run with chunks computed beside the loop, episodes back to back.
+        # Timing: 10,000 cycles per run with chunks computed beside the loop (in a policy process),
+        # episodes back to back; the last run uses normal scheduling, for comparison.
         timing: dict[float, list[dict[str, Any]]] = {}
-        for hz, n in cycles.items():
-            for k in range(repeats[hz]):
-                stats, _, _ = _run_loop(runtime, spec, hz, n, seeds)
-                row = {"hz": hz, "run": k, "cycles": stats["cycles"], "load_avg_1m": os.getloadavg()[0],
-                       "jitter_us_p50": stats["jitter_us"]["p50"], "jitter_us_p99": stats["jitter_us"]["p99"],
-                       "deadline_miss_fraction": stats["deadline_miss_fraction"],
-                       "obs_to_command_us_p50": stats["obs_to_command_us"]["p50"],
-                       "obs_to_command_us_p99": stats["obs_to_command_us"]["p99"],
-                       "action_obs_age_ms_p50": stats["action_obs_age_ms"]["p50"],
-                       "chunk_ms_p50": stats["chunk_ms"]["p50"], "chunk_ms_p99": stats["chunk_ms"]["p99"],
-                       "watchdog_holds": stats["holds"]}
-                timing.setdefault(hz, []).append(row)
-                for metric in ("jitter_us_p50", "jitter_us_p99", "deadline_miss_fraction",
-                               "obs_to_command_us_p99"):
-                    unit = "us" if "_us_" in metric else "fraction"
-                    results.append({"metric": metric, "value": row[metric], "unit": unit, "config": row})
+        plan = [(hz, k, PRIORITY) for hz in cycles for k in range(repeats[hz])] + [(200.0, 0, 0)]
+        for hz, k, priority in plan:
+            stats, _, _ = _run_loop(runtime, spec, hz, cycles[hz], seeds, priority=priority,
+                                    process=str(onnx_path))
+            row = {"hz": hz, "run": k, "scheduling": stats["scheduling"], "cycles": stats["cycles"],
+                   "load_avg_1m": os.getloadavg()[0],
+                   "jitter_us_p50": stats["jitter_us"]["p50"], "jitter_us_p99": stats["jitter_us"]["p99"],
+                   "deadline_miss_fraction": stats["deadline_miss_fraction"],
+                   "obs_to_command_us_p50": stats["obs_to_command_us"]["p50"],
+                   "obs_to_command_us_p99": stats["obs_to_command_us"]["p99"],
+                   "action_obs_age_ms_p50": stats["action_obs_age_ms"]["p50"],
+                   "chunk_ms_p50": stats["chunk_ms"]["p50"], "chunk_ms_p99": stats["chunk_ms"]["p99"],
+                   "watchdog_holds": stats["holds"], "episodes": len(stats["episodes"]),
+                   "episode_success": float(np.mean([e["success"] for e in stats["episodes"]] or [0]))}
+            timing.setdefault(hz if priority else "200.0 normal scheduling", []).append(row)
+            for metric in ("jitter_us_p50", "jitter_us_p99", "deadline_miss_fraction",
+                           "obs_to_command_us_p99"):
+                unit = "us" if "_us_" in metric else "fraction"
+                results.append({"metric": metric, "value": row[metric], "unit": unit, "config": row})
         runs200 = timing[200.0]
         p99 = float(np.median([r["jitter_us_p99"] for r in runs200]))
         miss = float(np.median([r["deadline_miss_fraction"] for r in runs200]))
@@ -191,14 +202,26 @@ def run(quick: bool = False):
         bars.append({"bar": "200 Hz: deadline misses <= 0.1% (median of 3)", "value": miss,
                      "threshold": 0.001, "met": miss <= 0.001})
 
-        # Frozen policy: the fourth chunk request never returns.
-        frozen = _Faulty(runtime, freeze_at=4)
-        stats, robot_stats, _ = _run_loop(frozen, spec, 200.0, 200, seeds)
-        frozen.release.set()
-        hold = next((e for e in stats["events"] if e.get("reason") == "inference_overrun"), None)
+        # Frozen policy process: SIGSTOP it 0.5 s into the run; the hold must follow its next request.
+        frozen_at: list[float] = []
+
+        def freeze(loop):
+            def stop():
+                frozen_at.append(time.perf_counter())
+                os.kill(loop.worker.pid, signal.SIGSTOP)
+            threading.Timer(0.5, stop).start()
+
+        stats, robot_stats, _ = _run_loop(runtime, spec, 200.0, 300, seeds, during=freeze,
+                                          process=str(onnx_path))
+        hold = next((e for e in stats["events"] if e.get("reason") == "inference_overrun"
+                     and frozen_at and e["t"] > frozen_at[0]), None)
         periods = hold["request_age_periods"] if hold else float("inf")
         results.append({"metric": "frozen_policy_hold_after_periods", "value": periods, "unit": "periods",
-                        "config": {"hz": 200.0, "robot_holds": robot_stats["holds"]}})
+                        "config": {"hz": 200.0, "how": "SIGSTOP of the policy process",
+                                   "periods_from_request_to_hold": periods,
+                                   "robot_holds": robot_stats["holds"],
+                                   "ticks_from_request_to_hold": hold["tick"] - hold["request_tick"]
+                                   if hold else None}})
         bars.append({"bar": "Frozen policy: the robot holds within 3 control periods", "value": periods,
                      "threshold": 3.0, "met": periods <= 3.0 and robot_stats["holds"] >= 1})
 
@@ -229,7 +252,8 @@ def run(quick: bool = False):
                      "threshold": 0, "met": between == 0 and after > 0})
 
         # Deployed success vs in-process evaluation, same seeds.
-        stats, robot_stats, _ = _run_loop(runtime, spec, 200.0, None, seeds[:episodes])
+        stats, robot_stats, _ = _run_loop(runtime, spec, 200.0, None, seeds[:episodes],
+                                          process=str(onnx_path))
         deployed = float(np.mean([e["success"] for e in stats["episodes"]]))
         lo, hi = summary["success_ci95"]
         results.append({"metric": "deployed_success_rate", "value": deployed, "unit": "fraction",

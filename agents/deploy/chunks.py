@@ -56,6 +56,9 @@ class ChunkWorker:
         """A request is in flight."""
         return self._busy
 
+    def reset(self, seed: int | None) -> None:
+        """Nothing to do: the policy itself is reset by the loop, in the same process."""
+
     def submit(self, history: np.ndarray, tag: Any) -> None:
         """Start computing a chunk from ``history`` (copied)."""
         with self._cond:

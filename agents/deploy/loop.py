@@ -18,6 +18,7 @@ from any thread, and latches: no command is sent until ``clear_estop``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -67,8 +68,9 @@ class LoopConfig:
     """Request the next chunk when this many of the current chunk's Ta actions remain."""
     stale_after_periods: float = 2.0
     """Hold when the last observation is older than this many periods."""
-    inference_timeout_periods: float = 2.0
-    """Hold when a chunk request has run longer than this many periods."""
+    inference_timeout_periods: float = 1.5
+    """Hold when a chunk request has run longer than this many periods (checked once a tick, so a
+    frozen policy is caught at most ``ceil(1.5) + 1 = 3`` ticks after its request)."""
     obs_timeout_periods: float = 0.5
     """How long one ``read_observation`` may wait, in periods."""
     switch_interval_s: float = 1e-4
@@ -76,6 +78,11 @@ class LoopConfig:
     Python code delay a tick by that much)."""
     max_events: int = 10_000
     """Hold / e-stop events kept in the log."""
+    realtime_priority: int = 0
+    """SCHED_FIFO priority (1-99) of the loop thread while it runs, as robot controllers use
+    (ros2_control, libfranka); 0 keeps normal scheduling. Needs CAP_SYS_NICE on Linux; when refused
+    the loop runs normally and says so in its statistics. The loop sleeps most of each period, so
+    it takes little from other processes."""
 
     def __post_init__(self) -> None:
         if not self.hz > 0:
@@ -86,11 +93,32 @@ class LoopConfig:
                      "switch_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)}; expected > 0")
+        if not 0 <= self.realtime_priority <= 99:
+            raise ValueError(f"realtime_priority={self.realtime_priority}; expected 0 (off) to 99")
 
     @property
     def period(self) -> float:
         """Seconds per tick."""
         return 1.0 / self.hz
+
+
+def _enter_realtime(priority: int) -> tuple[str, Any]:
+    """Switch the calling thread to SCHED_FIFO; returns (status, what to restore)."""
+    if priority == 0:
+        return "off", None
+    if not hasattr(os, "sched_setscheduler"):
+        return "unsupported on this platform", None
+    old = (os.sched_getscheduler(0), os.sched_getparam(0))
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:  # no CAP_SYS_NICE: run with normal scheduling
+        return f"refused ({exc.strerror})", None
+    return f"SCHED_FIFO {priority}", old
+
+
+def _leave_realtime(old: Any) -> None:
+    if old is not None:
+        os.sched_setscheduler(0, old[0], old[1])
 
 
 def _pct(values: list[float], q: float, scale: float = 1.0) -> float | None:
@@ -102,16 +130,19 @@ class ControlLoop:
 
     Args:
         robot: The robot (``EpisodicRobot`` when ``run`` is given seeds).
-        policy: The policy.
+        policy: The policy (its ``observe`` keeps the history; chunks come from ``worker``).
         safety: Safety filter every command passes through.
         config: Timing and watchdog settings.
+        worker: Computes chunks beside the loop (default: ``policy.predict_chunk`` in a thread;
+            ``policy_process.ProcessChunkWorker`` runs it in its own process).
     """
 
-    def __init__(self, robot: Robot, policy: ChunkPolicy, safety: SafetyFilter, config: LoopConfig) -> None:
+    def __init__(self, robot: Robot, policy: ChunkPolicy, safety: SafetyFilter, config: LoopConfig,
+                 worker: Any = None) -> None:
         if config.prefetch >= policy.n_action_steps:
             raise ValueError(f"prefetch={config.prefetch}; expected < n_action_steps={policy.n_action_steps}")
         self.robot, self.policy, self.safety, self.config = robot, policy, safety, config
-        self.worker = ChunkWorker(policy.predict_chunk)
+        self.worker = worker or ChunkWorker(policy.predict_chunk)
         self._lock = threading.Lock()  # orders e-stop against command sends
         self._estopped = False
         self.events: list[dict[str, Any]] = []
@@ -162,7 +193,7 @@ class ControlLoop:
         episodes: list[dict[str, Any]] = []
         st = _EpisodeState(self.policy.n_action_steps)
         if seeds:
-            st.start(seeds[0], self.policy, self.safety)
+            st.start(seeds[0], self.policy, self.safety, self.worker)
             self.robot.reset(seeds[0])
         else:
             self.policy.reset()
@@ -173,6 +204,7 @@ class ControlLoop:
         holds = dict.fromkeys(WATCHDOG_REASONS, 0)
         old_switch = sys.getswitchinterval()
         sys.setswitchinterval(c.switch_interval_s)
+        realtime, old_sched = _enter_realtime(c.realtime_priority)
         try:
             while cycles is None or tick < cycles:
                 deadline, woke = clock.wait()
@@ -196,7 +228,7 @@ class ControlLoop:
                         if len(episodes) == len(seeds):
                             break
                         seed = seeds[len(episodes)]
-                        st.start(seed, self.policy, self.safety)
+                        st.start(seed, self.policy, self.safety, self.worker)
                         obs = self.robot.reset(seed)
                         st.last_seq = obs.seq
                         t_obs = st.last_obs_t = time.perf_counter()
@@ -235,10 +267,11 @@ class ControlLoop:
                 misses += end > deadline + period
         finally:
             sys.setswitchinterval(old_switch)
+            _leave_realtime(old_sched)
         n = len(jitter)
         missed = misses + clock.skipped
         return {
-            "cycles": n, "hz": c.hz, "deadline_misses": missed,
+            "cycles": n, "hz": c.hz, "scheduling": realtime, "deadline_misses": missed,
             "deadline_miss_fraction": missed / max(n + clock.skipped, 1), "skipped_ticks": clock.skipped,
             "jitter_us": {"p50": _pct(jitter, 50, 1e6), "p99": _pct(jitter, 99, 1e6),
                           "max": float(max(jitter) * 1e6) if jitter else None},
@@ -308,9 +341,10 @@ class _EpisodeState:
         self.chunk: np.ndarray | None = None
         self.origin = 0
 
-    def start(self, seed: int, policy: ChunkPolicy, safety: SafetyFilter) -> None:
+    def start(self, seed: int, policy: ChunkPolicy, safety: SafetyFilter, worker: Any) -> None:
         self.episode += 1
         self.seed = seed
+        worker.reset(seed)
         self.commands, self.ep_return, self.history, self.holding = 0, 0.0, None, None
         self.reset_plan()
         policy.reset(seed)

@@ -71,16 +71,18 @@ class SimRobot:
         env_id: Task id.
         env_kwargs: Task keyword arguments.
         start_timeout: Seconds to wait for the robot process to come up.
+        realtime_priority: SCHED_FIFO priority of the robot process (0: normal scheduling), standing
+            in for the real-time controller a real robot has on its own hardware.
     """
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None,
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 60.0, realtime_priority: int = 0) -> None:
         self.env_id = env_id
         # stderr goes to a file: a pipe nobody reads could fill up and stall the robot process.
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agents.deploy.sim_server", "--env", env_id,
-             "--env-kwargs", json.dumps(env_kwargs or {})],
+             "--env-kwargs", json.dumps(env_kwargs or {}), "--realtime-priority", str(realtime_priority)],
             stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         line = self._first_line(start_timeout)
         if not line.startswith("PORT "):
@@ -193,19 +195,19 @@ class SimRobot:
         self.close()
 
 
-def _sim(target: str) -> SimRobot:
+def _sim(target: str, **options: Any) -> SimRobot:
     if not target:
         raise ValueError("robot URI 'sim://' names no task; expected sim://ENV_ID")
-    return SimRobot(target)
+    return SimRobot(target, **options)
 
 
 ROBOTS = {"sim": _sim}
 
 
-def make_robot(uri: str) -> Any:
-    """A robot from a URI ``SCHEME://TARGET`` (``sim://kinodiff/PointObstacle-v0``)."""
+def make_robot(uri: str, **options: Any) -> Any:
+    """A robot from a URI ``SCHEME://TARGET`` (``sim://kinodiff/PointObstacle-v0``) and options."""
     scheme, sep, target = uri.partition("://")
     if not sep or scheme not in ROBOTS:
         raise ValueError(f"robot URI {uri!r} is not supported; expected one of "
                          f"{[s + '://...' for s in ROBOTS]}")
-    return ROBOTS[scheme](target)
+    return ROBOTS[scheme](target, **options)

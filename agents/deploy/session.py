@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.deploy.loop import ControlLoop, LoopConfig
+from agents.deploy.policy_process import ProcessChunkWorker
 from agents.deploy.robot import make_robot
 from agents.deploy.runtime import OnnxPolicy
 from agents.seeds import episode_seed
@@ -37,6 +38,11 @@ class DeployConfig:
     """onnxruntime threads of the policy."""
     prefetch: int = 2
     """Request the next chunk when this many actions of the current one remain."""
+    realtime_priority: int = 0
+    """SCHED_FIFO priority of the control-loop thread (0: normal scheduling; needs CAP_SYS_NICE);
+    the policy process gets one less; a simulated robot process gets the same."""
+    policy_process: bool = True
+    """Compute chunks in a separate policy process (no GIL shared with the loop); else a thread."""
 
     def __post_init__(self) -> None:
         if self.hz < 0:
@@ -62,14 +68,18 @@ def deploy(config: DeployConfig) -> dict[str, Any]:
     Ctrl-C triggers the e-stop (the robot stops before the process exits).
     """
     policy = OnnxPolicy(config.policy, threads=config.threads, seed=config.seed)
-    robot = make_robot(config.robot)
+    robot = make_robot(config.robot, realtime_priority=config.realtime_priority)
     try:
         if config.episodes and not hasattr(robot, "reset"):
             raise ValueError(f"robot {config.robot!r} cannot start episodes; expected --episodes 0 "
                              "with --cycles N")
         hz = config.hz or policy.control_hz
+        worker = ProcessChunkWorker(config.policy, (policy.horizon, policy.action_dim), config.threads,
+                                    config.seed, max(config.realtime_priority - 1, 0)) \
+            if config.policy_process else None
         loop = ControlLoop(robot, policy, safety_filter_for(policy.spec),
-                           LoopConfig(hz=hz, prefetch=config.prefetch))
+                           LoopConfig(hz=hz, prefetch=config.prefetch,
+                                      realtime_priority=config.realtime_priority), worker)
         seeds = [episode_seed(config.seed, i) for i in range(config.episodes)]
         previous = signal.signal(signal.SIGINT, lambda *_: (loop.estop("SIGINT"), _interrupt()))
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -133,7 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", required=True, help="task id")
     parser.add_argument("--env-kwargs", default="{}", help="task keyword arguments as a JSON object")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
+    parser.add_argument("--realtime-priority", type=int, default=0,
+                        help="SCHED_FIFO priority, standing in for a robot's own real-time controller")
     args = parser.parse_args(argv)
+    if args.realtime_priority and hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime_priority))
+        except OSError:
+            pass  # normal scheduling: slower answers under load, which the watchdog sees
     server = SimRobotServer(args.env, json.loads(args.env_kwargs))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

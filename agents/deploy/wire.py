@@ -28,6 +28,7 @@ Robot -> controller::
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
 from typing import Any
@@ -96,18 +97,17 @@ class FrameReader:
 
 
     def _read_nowait(self) -> dict[str, Any] | None:
-        # MSG_DONTWAIT leaves the socket's timeout alone (a sender on another thread relies on it).
-        while True:
-            try:
-                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError, TimeoutError):  # timeout sockets raise the latter
-                return None
+        # select with a zero timeout, not MSG_DONTWAIT: on a socket with a timeout Python waits for
+        # readability (up to that timeout) after an EAGAIN, so the flag alone would block.
+        while select.select([self.sock], [], [], 0.0)[0]:
+            data = self.sock.recv(65536)
             if not data:
                 raise ConnectionError("the peer closed the connection")
             self._buf += data
             frame = self._frame()
             if frame is not None:
                 return frame
+        return None
 
 
 def connect(host: str, port: int, timeout: float = 5.0) -> socket.socket:
