@@ -10,13 +10,15 @@ and speaks a binary protocol on the child's stdin/stdout (no pickle). Requests:
 ``struct "<BIq"`` (op, n, arg) followed by ``n`` float32 values; op 1 = predict a chunk from the
 [To, Do] history (arg unused), op 2 = reseed the noise generator with ``arg`` (n = 0). Replies to
 op 1: ``struct "<BI"`` (status, n) then ``n`` float32 values of the [H, Da] chunk (status 0) or
-``n`` bytes of a UTF-8 error message (status 1). Op 2 has no reply.
+``n`` bytes of a UTF-8 error message (status 1). Op 2 has no reply. Once the model is loaded the
+child writes one reply with status 2 (ready) and n = 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from agents.deploy.chunks import ChunkResult
 REQUEST = struct.Struct("<BIq")
 REPLY = struct.Struct("<BI")
 PREDICT, RESEED = 1, 2
+READY = 2  # reply status sent once, when the model is loaded
 
 
 class ProcessChunkWorker:
@@ -42,10 +45,11 @@ class ProcessChunkWorker:
         threads: onnxruntime threads of the child.
         seed: Seed of the child's noise generator.
         realtime_priority: SCHED_FIFO priority of the child (0: normal scheduling).
+        start_timeout: Seconds to wait for the child to load the model.
     """
 
     def __init__(self, policy_path: str, chunk_shape: tuple[int, int], threads: int = 1, seed: int = 0,
-                 realtime_priority: int = 0) -> None:
+                 realtime_priority: int = 0, start_timeout: float = 60.0) -> None:
         self.chunk_shape = chunk_shape
         self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
@@ -53,11 +57,24 @@ class ProcessChunkWorker:
              "--threads", str(threads), "--seed", str(seed), "--realtime-priority", str(realtime_priority)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
         self._out = self.process.stdout.fileno()
+        self._wait_ready(start_timeout)
         os.set_blocking(self._out, False)  # the loop polls; it never waits on the policy
         self._buf = bytearray()
         self._busy = False
         self._tag: Any = None
         self.submitted_at = 0.0
+
+    def _wait_ready(self, timeout: float) -> None:
+        # The child announces itself once the model is loaded, so start-up is not an overrun.
+        ready, _, _ = select.select([self._out], [], [], timeout)
+        header = os.read(self._out, REPLY.size) if ready else b""
+        if len(header) != REPLY.size or REPLY.unpack(header)[0] != READY:
+            self.process.kill()
+            self.process.wait()
+            self._stderr.seek(0)
+            err = self._stderr.read().decode(errors="replace").strip()
+            last = err.splitlines()[-1] if err else "no output"
+            raise ValueError(f"policy process failed to start: {last}")
 
     @property
     def pid(self) -> int:
@@ -150,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     policy = OnnxPolicy(args.policy, threads=args.threads, seed=args.seed)
     shape = (policy.n_obs_steps, policy.obs_dim)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(REPLY.pack(READY, 0))
+    stdout.flush()
     while (header := _read_exact(stdin, REQUEST.size)) is not None:
         op, n, arg = REQUEST.unpack(header)
         payload = _read_exact(stdin, 4 * n) if n else b""
