@@ -182,7 +182,8 @@ def summarize(limits: dict[str, dict], unseen: dict[str, dict], cost: dict[str, 
 
     # The best of projection and CBF at the obstacle bar: the larger cut among those within the
     # success-drop limit, else the larger cut.
-    ok = [m for m in ("project", "cbf") if drop(m) <= 5.0] or ["project", "cbf"]
+    measured = [m for m in ("project", "cbf") if m in unseen]
+    ok = [m for m in measured if drop(m) <= 5.0] or measured
     pc = max(ok, key=cut)
     best = max((m for m in unseen if m != "none"), key=lambda m: (cut(m) if drop(m) <= 5 else -1, -cost[m]))
     extra = (cost[best] - cost["none"]) / cost["none"]
