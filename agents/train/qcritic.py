@@ -144,7 +144,7 @@ def train_qcritic(config: QCriticConfig, progress: bool = True) -> Path:
     data = run_chunked(base, venv, env_steps=config.env_steps, gamma=config.gamma)
     venv.close()
     critic = fit_critic(data, config)
-    summary = {"env_steps": data["env_steps"], "episodes": len(data["success"]),
+    summary = {"rollout_env_steps": data["env_steps"], "episodes": len(data["success"]),
                "base_success_rate": float(np.mean(data["success"])), "decisions": len(data["ret"])}
     save_critic(critic, out / "critic", metadata={"env_id": env_id, "base_policy": str(base_path), **summary})
     write_json_atomic(out / "config.json", {"trainer": "qcritic", **dataclasses.asdict(config),
