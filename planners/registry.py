@@ -65,8 +65,9 @@ def _planner_class(name: str) -> type:
 def _register_builtin() -> None:
     from planners.hierarchical import HierarchicalPlanner
     from planners.sampling import CEM, MPPI, PredictiveSampling
+    from planners.trajectory_planner import TrajectoryDiffusionPlanner
 
-    for cls in (PredictiveSampling, MPPI, CEM, HierarchicalPlanner):
+    for cls in (PredictiveSampling, MPPI, CEM, HierarchicalPlanner, TrajectoryDiffusionPlanner):
         register_planner(cls.name, cls)
 
 

@@ -19,6 +19,23 @@ SMALL_SETTINGS = {"predictive_sampling": SMALL, "mppi": SMALL, "cem": {**SMALL, 
 ALL = sorted(PLANNERS)
 
 
+def _untrained_trajectory_model() -> str:
+    # The trajectory-diffusion planner needs a model folder; an untrained tiny one shows the contract.
+    import tempfile
+
+    import torch
+
+    from planners.trajectory_diffusion import TrajectoryModel, TrajectoryModelConfig
+
+    torch.manual_seed(0)
+    cfg = TrajectoryModelConfig(horizon=8, stride=2, hidden_dims=(32, 32), diffusion_steps=20)
+    return str(TrajectoryModel(cfg, -torch.ones(6), torch.ones(6)).save(tempfile.mkdtemp()))
+
+
+SMALL_SETTINGS["trajectory_diffusion"] = {"checkpoint": _untrained_trajectory_model(),
+                                          "inference_steps": 4}
+
+
 def _small(name):
     return dict(SMALL_SETTINGS.get(name, {}))
 
