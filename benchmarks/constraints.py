@@ -54,8 +54,9 @@ def train_policy(out: Path, episodes: int, steps: int) -> Path:
 
 
 def run_episodes(policy_dir: Path, method: str, episodes: int, extra_obstacles=(),
-                 tighten: bool = False) -> dict[str, Any]:
-    """Evaluate one method on seeded episodes; violations are counted against the enforced spec."""
+                 tighten: bool = False, first: int = 0) -> dict[str, Any]:
+    """Evaluate one method on seeded episodes ``first .. first + episodes - 1``; violations are
+    counted against the enforced spec."""
     import envs
     from policies import load_policy
 
@@ -67,7 +68,7 @@ def run_episodes(policy_dir: Path, method: str, episodes: int, extra_obstacles=(
     rate = spec.action_rate_limit
     success = collided = violating = steps = n_violations = 0
     worst_speed, latencies = 0.0, []
-    for i in range(episodes):
+    for i in range(first, first + episodes):
         obs, _ = env.reset(seed=SEED + i)
         policy.reset(seed=SEED + i)
         prev, bad, hit, info = np.zeros(3), 0, False, {}
@@ -95,7 +96,7 @@ def run_episodes(policy_dir: Path, method: str, episodes: int, extra_obstacles=(
         violating += bad > 0
         n_violations += bad
     return {"method": method, "episodes": episodes, "success_rate": success / episodes,
-            "collision_episodes": collided, "violation_episodes": violating,
+            "collision_episodes": collided, "violation_episodes": violating, "steps": steps,
             "violations_per_1000_steps": 1000.0 * n_violations / max(steps, 1),
             "worst_speed_over_limit": worst_speed,
             "chunk_ms_p50": float(np.median(latencies) * 1e3) if latencies else None}
