@@ -42,7 +42,8 @@ class DeployConfig:
     """SCHED_FIFO priority of the control-loop thread (0: normal scheduling; needs CAP_SYS_NICE);
     the policy process gets one less; a simulated robot process gets the same."""
     policy_process: bool = True
-    """Compute chunks in a separate policy process (no GIL shared with the loop); else a thread."""
+    """Compute chunks in a separate policy process (no GIL shared with the loop); else a thread
+    (which a real-time loop thread would starve of the GIL, so that pair is refused)."""
 
     def __post_init__(self) -> None:
         if self.hz < 0:
@@ -51,6 +52,9 @@ class DeployConfig:
             raise ValueError(f"episodes={self.episodes}, cycles={self.cycles}; expected >= 0")
         if self.episodes == 0 and self.cycles == 0:
             raise ValueError("episodes=0 and cycles=0; expected at least one to be > 0")
+        if self.realtime_priority and not self.policy_process:
+            raise ValueError(f"realtime_priority={self.realtime_priority} with policy_process=False: a "
+                             "real-time loop starves a policy thread of the GIL; expected --policy-process")
         if not Path(self.policy).suffix == ".onnx":
             raise ValueError(f"policy={self.policy!r}; expected an .onnx file from `kinodiff export`")
 
