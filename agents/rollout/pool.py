@@ -86,17 +86,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    # Ray gives its raylet a fixed 30 s to register; an overloaded machine can miss that once.
-    for attempt in range(2):
+    # Ray gives its raylet a fixed 30 s to register; an overloaded machine can miss that window.
+    for attempt in range(3):
         try:
             ray.init(include_dashboard=False, num_cpus=num_cpus or os.cpu_count(),
                      _node_ip_address="127.0.0.1", log_to_driver=False)
             return
         except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on this timeout
             ray.shutdown()
-            if attempt or "timed out during startup" not in str(exc):
+            if attempt == 2 or "timed out during startup" not in str(exc):
                 raise
-            log.warning("Ray did not start in time (%s); trying once more", exc)
+            log.warning("Ray did not start in time (%s); trying again", exc)
 
 
 class RolloutPool:
