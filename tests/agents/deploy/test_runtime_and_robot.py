@@ -141,3 +141,14 @@ def test_exported_diffusion_policy_is_reproducible_from_its_noise(saved_policy, 
     assert np.array_equal(a.predict_chunk(obs), b.predict_chunk(obs))
     noise = np.ones((1, 8, 1), dtype=np.float32)
     assert not np.array_equal(a.predict_chunk(obs), a.predict_chunk(obs[None], noise)[0])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"hz": -1.0}, "hz=-1.0"),
+    ({"episodes": 0, "cycles": 0}, "at least one"),
+    ({"policy": "p.pt"}, "expected an .onnx file"),
+    ({"realtime_priority": 10, "policy_process": False}, "starves a policy thread"),
+])
+def test_bad_deploy_config_is_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DeployConfig(**{"policy": "p.onnx", "robot": f"sim://{TASK}", **kwargs})
