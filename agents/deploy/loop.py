@@ -235,8 +235,11 @@ class ControlLoop:
                     # A held robot repeats its observation: the history grows only when it moves.
                     st.history = self.policy.observe(obs.values)
                 self._collect(st, chunk_s)
-                if (new_obs and not self.worker.busy
-                        and (st.chunk is None or st.commands - st.origin >= st.ta - c.prefetch)):
+                # Without a plan (start, after a refused chunk or an e-stop) a repeated observation
+                # will do: a held robot has not moved, and it sends nothing new until commanded.
+                due = new_obs and st.commands - st.origin >= st.ta - c.prefetch
+                if obs is not None and not self.worker.busy and st.history is not None and (
+                        st.chunk is None or due):
                     self.worker.submit(st.history, (st.episode, st.commands))
                     st.request_obs_t, st.request_tick = t_obs, tick
                 reason, command = self._decide(st, t_obs)

@@ -16,7 +16,8 @@ def _loop(robot, policy, **kw):
 
 def test_commands_follow_the_chunks_in_order_with_the_next_chunk_computed_ahead():
     robot, policy = FakeRobot(), StubPolicy()
-    loop = _loop(robot, policy, prefetch=2)
+    # Generous watchdog limits: this test is about order, and a loaded machine may be slow.
+    loop = _loop(robot, policy, prefetch=2, inference_timeout_periods=50.0, stale_after_periods=50.0)
     stats = loop.run(cycles=60)
     loop.close()
     sent = np.array([c[0] for c in robot.commands()])
