@@ -6,10 +6,19 @@ import json
 import sys
 from pathlib import Path
 
-COMMANDS = {"quickstart": "kinodiff bench quickstart --json benchmarks/results/quickstart.json",
-            "env-step": "kinodiff bench env-step --json benchmarks/results/env-step.json",
-            "experts": "kinodiff bench experts --json benchmarks/results/experts.json",
-            "policy-latency": "kinodiff bench policy-latency --json benchmarks/results/policy-latency.json"}
+
+def _command(name: str) -> str:
+    return f"kinodiff bench {name} --json benchmarks/results/{name}.json"
+
+
+def _peer(peer) -> str:
+    # A peer is a name, or a dict with its name (or runtime) and value.
+    if not peer:
+        return ""
+    if isinstance(peer, dict):
+        label = peer.get("name", peer.get("runtime", ""))
+        return f"{label} {_value(peer['value'])}" if "value" in peer else str(label)
+    return str(peer)
 
 
 def _value(v) -> str:
@@ -28,21 +37,20 @@ def render(paths: list[Path]) -> str:
         doc = json.loads(path.read_text())
         m = doc["machine"]
         out += [f"## {doc['benchmark']}", "",
-                f"Command: `{COMMANDS.get(doc['benchmark'], 'kinodiff bench ' + doc['benchmark'])}`", "",
+                f"Command: `{_command(doc['benchmark'])}`", "",
                 f"Machine: {m['cpu']}, {m['cores']} cores, torch threads {m['threads']}, "
                 f"torch {m['versions'].get('torch')}, mujoco {m['versions'].get('mujoco')}.", "",
                 "| metric | value | unit | config | peer | ratio to peer |", "|---|---|---|---|---|---|"]
         for r in doc["results"]:
-            peer = r.get("peer")
-            peer_txt = f"{peer['name']} {_value(peer['value'])}" if peer else ""
+            peer_txt = _peer(r.get("peer"))
             ratio = r.get("ratio_to_peer")
             cfg = ", ".join(f"{k}={v}" for k, v in r.get("config", {}).items())
             out.append(f"| {r['metric']} | {_value(r['value'])} | {r['unit']} | {cfg} | {peer_txt} | "
                        f"{_value(ratio) if ratio is not None else ''} |")
         out += ["", "| bar | value | threshold | met |", "|---|---|---|---|"]
         for b in doc["bars"]:
-            out.append(f"| {b['bar']} | {_value(b['value'])} | {b['threshold']} | "
-                       f"{'yes' if b['met'] else 'NO'} |")
+            met = {True: "yes", False: "NO"}.get(b["met"], "not measured")
+            out.append(f"| {b['bar']} | {_value(b['value'])} | {b['threshold']} | {met} |")
         out.append("")
         if doc["benchmark"] == "policy-latency":
             out += ["Pareto front (success vs chunk latency): "
