@@ -170,7 +170,7 @@ def run(quick: bool = False):
 
 # --- Trajectory diffusion: tracked plans vs their own open-loop diffused actions (Diffuser Sec. 5.1) ---
 
-TRAJDIFF = {"u": {"horizon": 32, "stride": 2}}
+TRAJDIFF = {"u": {"horizon": 32, "stride": 2}, "large": {"horizon": 64, "stride": 4}}
 """Model shape per Maze-v0 layout (a plan spans horizon * stride control steps)."""
 
 
