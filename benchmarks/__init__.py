@@ -18,7 +18,8 @@ BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env
               "experts": "benchmarks.experts", "policy-latency": "benchmarks.policy_latency",
               "planners": "benchmarks.planners", "rollouts": "benchmarks.rollouts",
               "constraints": "benchmarks.constraints",
-              "uncertainty": "benchmarks.uncertainty"}
+              "uncertainty": "benchmarks.uncertainty", "deploy": "benchmarks.deploy",
+              "rl": "benchmarks.rl"}
 
 
 def machine() -> dict[str, Any]:
