@@ -83,8 +83,10 @@ def test_sim_robot_executes_commands_and_rejects_non_finite_ones():
         robot.send_command(np.array([0.5]))
         robot.send_command(np.array([np.nan]))  # a broken controller: the robot defends itself
         robot.send_command(np.array([0.5, 0.5]))  # wrong size
+        # Read before holding: the server answers in order, so this is the step's observation
+        # whether its push has arrived yet or the read has to ask for it.
+        pushed = robot.read_observation(5.0)
         robot.hold()
-        pushed = robot.read_observation(5.0)  # pushed by the robot right after the command
         asked = robot.read_observation(5.0)  # nothing new pushed: asked for, after the hold
         stats = robot.stats()
     assert pushed.seq == obs.seq + 1 and not pushed.extra["held"]
