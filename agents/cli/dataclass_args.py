@@ -37,8 +37,12 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
-                       dest_prefix: str = "") -> None:
-    """Add ``--field-name`` options for every simple field of ``cls``."""
+                       dest_prefix: str = "", defaults: dict[str, Any] | None = None) -> None:
+    """Add ``--field-name`` options for every simple field of ``cls``.
+
+    ``defaults`` replaces the dataclass defaults a command uses instead (e.g. distillation's
+    optimisation settings), so ``--help`` shows the values that apply.
+    """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
@@ -48,6 +52,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         flag = "--" + f.name.replace("_", "-")
         dest = dest_prefix + f.name
         default = f.default if f.default is not dataclasses.MISSING else None
+        if defaults and f.name in defaults:
+            default = defaults[f.name]
         help_text = docs.get(f.name, "")
         if tp is bool:
             parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,

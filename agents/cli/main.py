@@ -194,14 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="policy config fields, e.g. denoiser=unet num_inference_steps=16")
     add_dataclass_args(bc, BcTrainConfig, dest_prefix="train_")
     bc.set_defaults(func=_cmd_train_bc)
-    from agents.train.distill import DistillConfig
+    from agents.train.distill import DistillConfig, distill_train_defaults
 
     dist = train_sub.add_parser("distill", help="distil a diffusion policy's sampler into a one-step "
-                                "student (defaults: 4000 steps, batch 512, lr 3e-4)")
+                                "student")
     add_dataclass_args(dist, DistillConfig)
     dist.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    add_dataclass_args(dist, BcTrainConfig, dest_prefix="train_")
-    # Unset options keep the distillation defaults, not behaviour cloning's.
+    add_dataclass_args(dist, BcTrainConfig, dest_prefix="train_",
+                       defaults=dataclasses.asdict(distill_train_defaults()))
+    # Unset options keep the distillation defaults (filled in by _cmd_train_distill).
     dist.set_defaults(func=_cmd_train_distill,
                       **{"train_" + f.name: None for f in dataclasses.fields(BcTrainConfig)})
     from agents.train.dppo import DppoConfig

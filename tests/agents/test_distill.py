@@ -59,3 +59,15 @@ def test_distill_refuses_a_teacher_that_is_not_a_multi_step_diffusion_policy(tin
     with pytest.raises(ValueError, match="expected a multi-step diffusion policy"):
         distill(DistillConfig(teacher=str(mlp), out=str(tmp_path / "student")), progress=False)
     assert not (tmp_path / "student").exists()
+
+
+def test_cli_distill_keeps_distillation_defaults_for_unset_options(teacher_run, tmp_path):
+    from agents.cli.main import main
+
+    out = tmp_path / "student"
+    assert main(["train", "distill", "--teacher", str(teacher_run), "--out", str(out), "--pairs", "64",
+                 "--steps", "3", "--batch-size", "16", "--checkpoint-every", "3"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    # --steps given; lr and warmup unset, so distillation's (3e-4, 0), not behaviour cloning's.
+    assert config["train"]["steps"] == 3 and config["train"]["lr"] == 3e-4
+    assert config["train"]["warmup_steps"] == 0 and config["policy_config"]["sampler"] == "onestep"
