@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,37 +91,42 @@ def _lr_lambda(warmup: int, total: int):
     return fn
 
 
-class Batches(Protocol):
-    """What the loop draws from: seeded random batches, fixed rows for validation, a size."""
+class Batches:
+    """What the loop draws from: seeded random rows for training, fixed rows for validation.
 
-    rng: np.random.Generator
-    """Seeded generator of ``draw`` (its state is checkpointed, so a resume is exact)."""
+    Subclasses give ``__len__`` and ``take``; ``draw`` is shared, so every source draws its rows
+    the same way from ``rng``, whose state is checkpointed (a resume is exact).
+    """
 
-    def __len__(self) -> int: ...
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
 
-    def draw(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """``batch_size`` random rows."""
+    def __len__(self) -> int:
+        raise NotImplementedError
 
     def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """The given rows, in order."""
+        raise NotImplementedError
+
+    def draw(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """``batch_size`` random rows."""
+        return self.take(self.rng.integers(0, len(self), batch_size))
 
 
-class _Batches:
-    """Random windows drawn with a seeded generator from in-memory tensors."""
+class _Batches(Batches):
+    """Random windows of an episode store's arrays, held in memory."""
 
     def __init__(self, data: dict[str, np.ndarray], sampler: SequenceSampler, seed: int) -> None:
+        super().__init__(seed)
         self.obs = torch.as_tensor(data["obs"])
         self.action = torch.as_tensor(data["action"])
         self.sampler = sampler
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def draw(self, batch_size: int) -> dict[str, torch.Tensor]:
-        return self.take(self.rng.integers(0, len(self.sampler), batch_size))
-
     def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """The windows starting at the given sampler rows."""
         obs_idx, act_idx = self.sampler.indices(rows)
         return {"obs": self.obs[torch.as_tensor(obs_idx)],
                 "action": self.action[torch.as_tensor(act_idx)]}

@@ -18,7 +18,7 @@ import torch
 from agents.data.episode_store import EpisodeStore
 from agents.data.sampler import SequenceSampler
 from agents.evaluate import resolve_policy_dir
-from agents.train.bc import BcTrainConfig, fit
+from agents.train.bc import Batches, BcTrainConfig, fit
 from agents.utils import seed_everything, versions
 from policies import load_policy
 from policies.diffusion.distill import student_from_teacher, teacher_samples
@@ -52,20 +52,18 @@ class DistillConfig:
             raise ValueError(f"pairs={self.pairs}; expected >= 1")
 
 
-class _PairBatches:
-    """Precomputed (obs, action, noise, teacher_sample) rows drawn with a seeded generator."""
+class _PairBatches(Batches):
+    """Precomputed (obs, action, noise, teacher_sample) rows."""
 
     def __init__(self, rows: dict[str, torch.Tensor], seed: int) -> None:
+        super().__init__(seed)
         self.rows = rows
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.rows["obs"])
 
-    def draw(self, batch_size: int) -> dict[str, torch.Tensor]:
-        return self.take(self.rng.integers(0, len(self), batch_size))
-
     def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """The given pair rows, in order."""
         index = torch.as_tensor(rows)
         return {k: v[index] for k, v in self.rows.items()}
 
