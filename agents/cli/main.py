@@ -11,7 +11,8 @@ from pathlib import Path
 from agents.cli.dataclass_args import add_dataclass_args, build_config, parse_assignments
 
 # Bad input ends with one line and exit code 2; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError)
+# OSError: the world outside the program (a full disk, a busy store, a refused socket), not a bug.
+USER_ERRORS = (ValueError, OSError, KeyError)
 
 
 def _cmd_envs(args: argparse.Namespace) -> int:

@@ -16,6 +16,12 @@ then the table, then ``episode_ends``. A reader trusts only the prefix of ``epis
 strictly increasing and covered by data and table (zarr 3 writes a new shape before the chunks, so
 a torn append reads back as fill values, which that check rejects). Opening for append repairs a
 torn tail by truncating everything to the last committed episode.
+
+Damage and hostile input (see ``store_checks``): a store is opened only after its metadata passed a
+codec allow-list (no pickle codec ever decodes); every chunk of the committed content must be on
+disk (zarr would read a missing one as zeros) and is written even when it holds only zeros; chunks
+carry a crc32c, so a truncated or flipped chunk fails to decode and is reported by key. A write
+that fails (a full disk) raises one clear error and leaves the committed episodes as they were.
 """
 
 from __future__ import annotations
@@ -23,17 +29,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from agents.data.store_checks import CorruptStoreError, bad_chunk, check_codecs, missing_chunks
 
 FORMAT = "kinodiff.episodes"
-VERSION = 1
+VERSION = 2  # 2: crc32c on every chunk, zero chunks written, every committed chunk checked
 _TABLE = {"episode_id": np.int64, "seed": np.int64, "length": np.int64, "success": np.bool_}
 _LOCK = ".writer.lock"
+# zarr skips chunks that hold only the fill value; then a deleted chunk and a zero one look alike.
+_WRITE_ALL_CHUNKS = {"array.write_empty_chunks": True}
+_COMPRESSORS = (ZstdCodec(), Crc32cCodec())
 
 
 def _committed_count(ends: np.ndarray, data_len: int, table_len: int) -> int:
@@ -82,7 +95,11 @@ class EpisodeStore:
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"dataset {str(path)!r} already exists; expected a new path")
-        g = zarr.open_group(str(path), mode="w-")
+        # Built beside its final path and renamed into place whole: a writer killed mid-create
+        # leaves a ``.creating`` folder, never a store that can be neither opened nor re-created.
+        staging = path.with_name(f"{path.name}.creating-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        g = zarr.open_group(str(staging), mode="w-")
         g.attrs.update(
             {
                 "format": FORMAT,
@@ -93,15 +110,19 @@ class EpisodeStore:
             }
         )
         for key, (shape, dtype) in specs.items():
-            g.create_array(
-                f"data/{key}", shape=(0, *shape), chunks=(chunk_steps, *shape), dtype=dtype
-            )
-        g.create_array("meta/episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=0)
+            g.create_array(f"data/{key}", shape=(0, *shape), chunks=(chunk_steps, *shape),
+                           dtype=dtype, compressors=_COMPRESSORS)
+        g.create_array("meta/episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=0,
+                       compressors=_COMPRESSORS)
         for key, dtype in _TABLE.items():
-            g.create_array(f"meta/{key}", shape=(0,), chunks=(4096,), dtype=dtype)
-        g.create_array("meta/source", shape=(0,), chunks=(4096,), dtype=str)
-        store = cls(g, path, writable=True)
-        store._acquire_lock()
+            g.create_array(f"meta/{key}", shape=(0,), chunks=(4096,), dtype=dtype,
+                           compressors=_COMPRESSORS)
+        g.create_array("meta/source", shape=(0,), chunks=(4096,), dtype=str,
+                       compressors=_COMPRESSORS)
+        (staging / _LOCK).write_text(str(os.getpid()))  # locked before anyone can see it
+        os.replace(staging, path)
+        store = cls(zarr.open_group(str(path), mode="r+"), path, writable=True)
+        store._lock_held = True
         return store
 
     @classmethod
@@ -112,6 +133,7 @@ class EpisodeStore:
             raise ValueError(f"mode {mode!r} is not supported; expected 'r' or 'a'")
         if not (path / "zarr.json").is_file():
             raise FileNotFoundError(f"dataset {str(path)!r} not found; expected a kinodiff .zarr store")
+        check_codecs(path)  # before zarr parses anything: no pickle codec may ever decode
         try:
             g = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
         except Exception as exc:  # zarr raises several types for a malformed store
@@ -121,14 +143,41 @@ class EpisodeStore:
                 f"dataset {str(path)!r} has format {g.attrs.get('format')!r}; expected {FORMAT!r}"
             )
         store = cls(g, path, writable=mode == "a")
+        if int(g.attrs.get("version", 1)) >= 2:  # version 1 skipped zero chunks: absence was legal
+            store._check_chunks()
         if mode == "a":
             store._acquire_lock()
             store._repair()
         return store
 
     # -- reading ---------------------------------------------------------------------------
+    def _read(self, name: str, stop: int | None = None, start: int = 0) -> np.ndarray:
+        """Rows ``start:stop`` of array ``name``; a chunk that fails to decode is named."""
+        arr = self._g[name]
+        try:
+            return np.asarray(arr[start:stop])
+        except Exception as exc:  # noqa: BLE001 - codecs raise many types; the key is what matters
+            key = bad_chunk(arr, arr.shape[0] if stop is None else stop) or name
+            raise CorruptStoreError(f"dataset {str(self.path)!r}: chunk {key!r} is truncated or "
+                                    f"corrupt ({type(exc).__name__}: {exc})") from exc
+
+    def _check_chunks(self) -> None:
+        """Every chunk of the committed content must be on disk (zarr would read zeros)."""
+        ends = self._g["meta/episode_ends"]
+        last_chunk_start = (max(ends.shape[0] - 1, 0) // ends.chunks[0]) * ends.chunks[0]
+        lost = missing_chunks(self.path, ends, last_chunk_start)  # the last may be a torn tail
+        for _, arr in self._data_arrays():
+            lost += missing_chunks(self.path, arr, self.n_steps)
+        for key in ("episode_ends", *_TABLE, "source"):
+            lost += missing_chunks(self.path, self._g[f"meta/{key}"], self._n)
+        if lost:
+            raise CorruptStoreError(
+                f"dataset {str(self.path)!r}: chunks {lost[:5]}{' ...' if len(lost) > 5 else ''} of "
+                f"committed episodes are missing; expected every chunk on disk (restore them from "
+                "a copy; zarr would read them as zeros)")
+
     def _refresh(self) -> None:
-        ends = np.asarray(self._g["meta/episode_ends"][:], dtype=np.int64)
+        ends = self._read("meta/episode_ends").astype(np.int64)
         data_len = min((a.shape[0] for _, a in self._data_arrays()), default=0)
         table_len = min(self._g[f"meta/{k}"].shape[0] for k in (*_TABLE, "source"))
         self._n = _committed_count(ends, data_len, table_len)
@@ -175,7 +224,7 @@ class EpisodeStore:
 
     def table(self) -> dict[str, np.ndarray]:
         """The per-episode table of committed episodes: id, seed, length, success, source."""
-        return {k: np.asarray(self._g[f"meta/{k}"][: self._n]) for k in (*_TABLE, "source")}
+        return {k: self._read(f"meta/{k}", self._n) for k in (*_TABLE, "source")}
 
     def content_hash(self) -> str:
         """sha256 of the committed content: every data array and the per-episode table.
@@ -197,7 +246,7 @@ class EpisodeStore:
         missing = sorted(set(keys) - set(self.keys))
         if missing:
             raise ValueError(f"dataset {str(self.path)!r} has no keys {missing}; it has {self.keys}")
-        return {k: np.asarray(self._g[f"data/{k}"][: self.n_steps]) for k in keys}
+        return {k: self._read(f"data/{k}", self.n_steps) for k in keys}
 
     def episode(self, index: int) -> dict[str, np.ndarray]:
         """One committed episode's steps."""
@@ -205,7 +254,7 @@ class EpisodeStore:
             raise IndexError(f"episode {index} out of range; the store has {self._n}")
         start = int(self._ends[index - 1]) if index else 0
         end = int(self._ends[index])
-        return {k: np.asarray(self._g[f"data/{k}"][start:end]) for k in self.keys}
+        return {k: self._read(f"data/{k}", end, start) for k in self.keys}
 
     # -- writing ---------------------------------------------------------------------------
     def add_episode(
@@ -237,9 +286,35 @@ class EpisodeStore:
             self.flush()
 
     def flush(self) -> None:
-        """Commit the buffered episodes: data first, then the table, ``episode_ends`` last."""
+        """Commit the buffered episodes: data first, then the table, ``episode_ends`` last.
+
+        Raises:
+            OSError: A write failed (e.g. the disk is full). The buffered episodes are dropped, the
+                committed ones are untouched, and the message says how many the store keeps.
+        """
         if not self._buffer:
             return
+        e0 = self._n
+        e1 = e0 + len(self._buffer)
+        try:
+            with zarr.config.set(_WRITE_ALL_CHUNKS):
+                self._write_buffer()
+        except OSError as exc:
+            self._buffer.clear()
+            self._buffered_steps = 0
+            self._refresh()
+            try:
+                self._repair()
+            except OSError:
+                pass  # readers ignore the torn tail anyway; the next writer repairs it
+            raise OSError(exc.errno, f"dataset {str(self.path)!r}: committing episodes {e0}..{e1 - 1} "
+                          f"failed ({exc.strerror or exc}); the store keeps its {self._n} committed "
+                          "episodes (free space, then continue with --resume)") from exc
+        self._buffer.clear()
+        self._buffered_steps = 0
+        self._refresh()
+
+    def _write_buffer(self) -> None:
         t0, e0 = self.n_steps, self._n
         lengths = np.array([m["length"] for _, m in self._buffer], dtype=np.int64)
         t1, e1 = t0 + int(lengths.sum()), e0 + len(self._buffer)
@@ -254,9 +329,6 @@ class EpisodeStore:
         ends = self._g["meta/episode_ends"]
         ends.resize((e1,))
         ends[e0:e1] = t0 + np.cumsum(lengths)
-        self._buffer.clear()
-        self._buffered_steps = 0
-        self._refresh()
 
     def _repair(self) -> None:
         """Truncate every array to the last committed episode (a torn write leaves extra rows)."""
@@ -276,7 +348,7 @@ class EpisodeStore:
         except FileExistsError:
             pid = lock.read_text().strip()
             if pid.isdigit() and _alive(int(pid)):
-                raise RuntimeError(
+                raise BlockingIOError(
                     f"dataset {str(self.path)!r} is being written by process {pid}; "
                     "expected a single writer"
                 ) from None
@@ -287,17 +359,21 @@ class EpisodeStore:
         self._lock_held = True
 
     def close(self) -> None:
-        """Flush what is buffered and release the writer lock."""
-        if self.writable:
-            self.flush()
-        if self._lock_held:
-            (self.path / _LOCK).unlink(missing_ok=True)
-            self._lock_held = False
+        """Flush what is buffered and release the writer lock (also when the flush fails)."""
+        try:
+            if self.writable:
+                self.flush()
+        finally:
+            if self._lock_held:
+                (self.path / _LOCK).unlink(missing_ok=True)
+                self._lock_held = False
 
     def __enter__(self) -> EpisodeStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, OSError):
+            self._buffer.clear()  # the write already failed; do not fail the same way twice
         self.close()
 
 

@@ -69,7 +69,7 @@ def test_torn_append_is_ignored_by_readers_and_repaired_by_writers(tmp_path):
 def test_second_writer_is_refused(tmp_path):
     path = tmp_path / "s.zarr"
     s = _store(path)
-    with pytest.raises(RuntimeError, match="single writer"):
+    with pytest.raises(BlockingIOError, match="single writer"):
         EpisodeStore.open(path, mode="a")
     s.close()
     EpisodeStore.open(path, mode="a").close()  # the lock was released
