@@ -15,10 +15,12 @@ from math import cos, sin
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 from gymnasium.utils import EzPickle
 
 from envs.constraints import ConstraintSpec, compile_with_obstacles, constraint_spec_from_model
+from envs.layout_shift import check_layout_kind
 from envs.mujoco_task import MujocoTaskEnv
 from envs.robot_models import planar_arm_model
 from sim_assets import asset_path
@@ -26,6 +28,17 @@ from sim_assets import asset_path
 # Spacing of the points sampled along each link for clearance checks, metres. A sampled check
 # overestimates the clearance by at most half of this, which the clearance margins absorb.
 _POINT_SPACING = 0.05
+
+# Layout shifts (``shift_layout``). The training data always has the obstacles at their MJCF poses
+# and targets in the annulus [target_min_radius, target_max_radius] around the base.
+_OBSTACLE_TURN = (0.4, 1.2)
+"""Each obstacle is turned rigidly about the base's z axis by this many rad (either way): it stays in
+the arm's reach and moves >= 0.24 m off its nominal pose."""
+_START_CLEARANCE = 0.1
+"""Moved obstacles keep this far from the arm in every start pose, metres."""
+_GOAL_BANDS = ((0.12, 0.25), (0.94, 0.98))
+"""Shifted targets: distance from the base inside the inner or the outer band, metres (both
+outside the nominal annulus 0.3-0.92 and still reachable)."""
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -217,10 +230,11 @@ class ArmReachEnv(MujocoTaskEnv):
         self.goal_radius = float(goal_radius)
         self.start_noise = float(start_noise)
         m = self.model
-        robot = planar_arm_model(m, self.frame_skip, ("link1", "link2", "link3"), "end_effector",
-                                 obs_cos_index=(0, 1, 2), obs_sin_index=(3, 4, 5), obs_qvel_index=(6, 7, 8))
+        self._robot = planar_arm_model(m, self.frame_skip, ("link1", "link2", "link3"), "end_effector",
+                                       obs_cos_index=(0, 1, 2), obs_sin_index=(3, 4, 5),
+                                       obs_qvel_index=(6, 7, 8))
         self.constraint_spec: ConstraintSpec = constraint_spec_from_model(m, min_robot_distance=0.0,
-                                                                          robot=robot)
+                                                                          robot=self._robot)
         if list(self.constraint_spec.joint_qpos_index) != list(range(m.nq)):
             raise ValueError("arm_reach.xml must have exactly the three arm joints as its qpos")
         links = [m.geom(f"link{i}") for i in (1, 2, 3)]
@@ -247,6 +261,71 @@ class ArmReachEnv(MujocoTaskEnv):
         self._joint_limits = (*spec.joint_low.tolist(), *spec.joint_high.tolist())
         self._speed_limits = tuple(spec.joint_velocity_limit.tolist())
         self._joint_violations = self._speed_violations = 0
+        # Obstacles are the geoms of the obstacle collision class (extra ones included).
+        self._obstacle_geoms = [g for g in range(m.ngeom)
+                                if m.geom_contype[g] == 0 and m.geom_conaffinity[g] == 1]
+        self._nominal_obstacles = (m.geom_pos[self._obstacle_geoms].copy(),
+                                   m.geom_quat[self._obstacle_geoms].copy())
+        self._shifted_target: np.ndarray | None = None
+
+    def shift_layout(self, rng: np.random.Generator, kind: str) -> dict[str, Any]:
+        """Move the obstacles or the target outside the training support for the episodes that follow.
+
+        ``obstacle`` turns every obstacle rigidly about the base by 0.4-1.2 rad (either way), keeping
+        it clear of every start pose; targets are then drawn as usual, avoiding the moved obstacles.
+        ``goal`` fixes the target at a reachable, obstacle-free point closer than 0.25 m or farther
+        than 0.94 m from the base (nominal targets lie 0.3-0.92 m away). ``none`` restores the
+        nominal scene. Each call starts from the nominal scene.
+
+        Args:
+            rng: Generator of the draws (the caller's, so the task's own draws are unchanged).
+            kind: ``none``, ``obstacle`` or ``goal``.
+
+        Returns:
+            The layout now in force: ``obstacles`` ((N, 2) list of centres) and ``target`` ((2,)
+            list, or None when drawn at reset).
+        """
+        check_layout_kind("ArmReach-v0", kind)
+        m, ids = self.model, self._obstacle_geoms
+        m.geom_pos[ids], m.geom_quat[ids] = self._nominal_obstacles
+        self._shifted_target = None
+        if kind == "obstacle":
+            self._turn_obstacles(rng)
+        self.constraint_spec = constraint_spec_from_model(m, min_robot_distance=0.0, robot=self._robot)
+        if kind == "goal":
+            self._shifted_target = self._draw_shifted_target(rng)
+        return {"obstacles": m.geom_pos[ids, :2].tolist(),
+                "target": None if self._shifted_target is None else self._shifted_target.tolist()}
+
+    def _turn_obstacles(self, rng: np.random.Generator) -> None:
+        m, lay = self.model, self.layout
+        corners = lay.home + self.start_noise * np.array(
+            [[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)], dtype=np.float64)
+        for g, pos, quat in zip(self._obstacle_geoms, *self._nominal_obstacles, strict=True):
+            for _ in range(1000):
+                turn = rng.choice((-1.0, 1.0)) * rng.uniform(*_OBSTACLE_TURN)
+                c, s = math.cos(turn), math.sin(turn)
+                rel = pos[:2] - lay.base
+                m.geom_pos[g, :2] = lay.base + (c * rel[0] - s * rel[1], s * rel[0] + c * rel[1])
+                mujoco.mju_mulQuat(m.geom_quat[g], np.array([math.cos(turn / 2), 0.0, 0.0,
+                                                              math.sin(turn / 2)]), quat)
+                spec = constraint_spec_from_model(m, min_robot_distance=0.0, robot=self._robot)
+                if arm_clearance(corners, lay, spec).min() >= _START_CLEARANCE:
+                    break
+            else:
+                raise RuntimeError(f"no turn of obstacle geom {g} keeps it clear of the start poses")
+
+    def _draw_shifted_target(self, rng: np.random.Generator) -> np.ndarray:
+        lay = self.layout
+        start_ee = forward_kinematics(lay.home, lay)[3]
+        for _ in range(10_000):
+            radius = rng.uniform(*_GOAL_BANDS[rng.integers(len(_GOAL_BANDS))])
+            angle = rng.uniform(-math.pi, math.pi)
+            xy = lay.base + radius * np.array([math.cos(angle), math.sin(angle)])
+            # Start poses lie within ~0.1 m of the home end effector.
+            if math.hypot(*(xy - start_ee)) >= lay.min_start_distance + 0.1 and self._target_ok(xy):
+                return xy
+        raise RuntimeError("no reachable obstacle-free target outside the nominal annulus found")
 
     @property
     def target(self) -> np.ndarray:
@@ -267,6 +346,8 @@ class ArmReachEnv(MujocoTaskEnv):
             target = np.asarray(options["target"], dtype=np.float64)
             if target.shape != (2,) or not np.isfinite(target).all():
                 raise ValueError(f"options['target'] {options['target']!r} must be 2 finite numbers")
+        elif self._shifted_target is not None:
+            target = self._shifted_target
         else:
             target = self._sample_target(forward_kinematics(self.data.qpos, lay)[3])
         self._target[:] = target
@@ -274,22 +355,25 @@ class ArmReachEnv(MujocoTaskEnv):
         self.data.mocap_pos[0, :2] = target
 
     def _sample_target(self, start_ee: np.ndarray) -> np.ndarray:
-        lay, spec, rng = self.layout, self.constraint_spec, self.np_random
+        lay, rng = self.layout, self.np_random
         r_max = lay.target_max_radius
         for _ in range(10_000):
             xy = lay.base + rng.uniform(-r_max, r_max, size=2)
             r = math.hypot(*(xy - lay.base))
             if not lay.target_min_radius <= r <= r_max:
                 continue
-            if np.any(xy < spec.workspace_low) or np.any(xy > spec.workspace_high):
-                continue
-            if math.hypot(*(xy - start_ee)) < lay.min_start_distance:
-                continue
-            if spec.obstacle_distance(np.array([xy[0], xy[1], lay.height])) < lay.target_clearance:
-                continue
-            if len(feasible_configurations(xy, lay, spec, lay.config_clearance)):
+            if math.hypot(*(xy - start_ee)) >= lay.min_start_distance and self._target_ok(xy):
                 return xy
         raise RuntimeError("no reachable obstacle-free target found; the scene leaves no free workspace")
+
+    def _target_ok(self, xy: np.ndarray) -> bool:
+        """In the workspace, clear of the obstacles and reachable with clearance."""
+        lay, spec = self.layout, self.constraint_spec
+        if np.any(xy < spec.workspace_low) or np.any(xy > spec.workspace_high):
+            return False
+        if spec.obstacle_distance(np.array([xy[0], xy[1], lay.height])) < lay.target_clearance:
+            return False
+        return len(feasible_configurations(xy, lay, spec, lay.config_clearance)) > 0
 
     # The state vectors have three entries: at that size numpy's per-call overhead dwarfs the
     # arithmetic, so the per-step hooks work on Python floats (``tolist``), unrolled over the three

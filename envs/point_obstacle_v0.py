@@ -10,7 +10,7 @@ and sticks there.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gymnasium as gym
@@ -18,6 +18,7 @@ import numpy as np
 from gymnasium.utils import EzPickle
 
 from envs.constraints import constraint_spec_from_model
+from envs.layout_shift import check_layout_kind
 from envs.mujoco_task import MujocoTaskEnv
 from envs.robot_models import point_mass_model
 
@@ -36,6 +37,14 @@ class PointObstacleLayout:
     """Radius of the robot's sphere, metres."""
     start_y: float
     """y of every start position, metres."""
+
+
+# Layout shifts (``shift_layout``): the training data always has the box and the goal at their MJCF
+# positions, so every draw below moves them at least ``min`` metres off those positions.
+_OBSTACLE_SHIFT = {"x": (0.2, 0.4), "y": (-0.1, 0.1)}
+"""Box centre offsets: |dx| in x (either side, so the box blocks one of the two lanes), dy in y."""
+_GOAL_SHIFT = {"x": (0.4, 0.8), "y": (0.5, 1.0)}
+"""Goal: |x| in x (either side) and y in y, metres; at least 0.4 m from the nominal goal."""
 
 
 class PointObstacleEnv(MujocoTaskEnv):
@@ -84,10 +93,48 @@ class PointObstacleEnv(MujocoTaskEnv):
         self._obstacle_x, self._obstacle_y = (float(v) for v in self.layout.obstacle_center)
         self._prev_dist = 0.0
         self._mode: str | None = None
+        self._nominal_layout = self.layout
+        self._build_constraint_spec()
+
+    def _build_constraint_spec(self) -> None:
         # The walls' inner faces bound the workspace (robot centre), the box is the obstacle.
+        m = self.model
         self.constraint_spec = constraint_spec_from_model(
             m, workspace_low=[-1.0, -1.2], workspace_high=[1.0, 1.2], min_robot_distance=0.0,
             robot=point_mass_model(m, self.frame_skip))
+
+    def shift_layout(self, rng: np.random.Generator, kind: str) -> dict[str, Any]:
+        """Move the box or the goal outside the training support for the episodes that follow.
+
+        ``obstacle`` moves the box 0.2-0.4 m sideways (either side, so it blocks one of the two
+        lanes; the other stays open) and up to 0.1 m along y. ``goal`` moves the goal to 0.4-0.8 m
+        either side and y in 0.5-1.0 m (the policy's observation does not contain the goal).
+        ``none`` restores the MJCF scene. Each call starts from the nominal scene.
+
+        Args:
+            rng: Generator of the draws (the caller's, so the task's own draws are unchanged).
+            kind: ``none``, ``obstacle`` or ``goal``.
+
+        Returns:
+            The layout now in force: ``obstacle_center`` and ``goal``, (2,) lists, metres.
+        """
+        check_layout_kind("PointObstacle-v0", kind)
+        nominal = self._nominal_layout
+        centre, goal = nominal.obstacle_center.copy(), nominal.goal.copy()
+        if kind == "obstacle":
+            side = rng.choice((-1.0, 1.0))
+            centre += (side * rng.uniform(*_OBSTACLE_SHIFT["x"]), rng.uniform(*_OBSTACLE_SHIFT["y"]))
+        elif kind == "goal":
+            goal = np.array([rng.choice((-1.0, 1.0)) * rng.uniform(*_GOAL_SHIFT["x"]),
+                             rng.uniform(*_GOAL_SHIFT["y"])])
+        m = self.model
+        m.geom_pos[m.geom("obstacle").id, :2] = centre
+        m.site_pos[m.site("goal").id, :2] = goal
+        self.layout = replace(nominal, obstacle_center=centre, goal=goal)
+        self._goal_x, self._goal_y = (float(v) for v in goal)
+        self._obstacle_x, self._obstacle_y = (float(v) for v in centre)
+        self._build_constraint_spec()
+        return {"obstacle_center": centre.tolist(), "goal": goal.tolist()}
 
     def _reset_task(self, options: dict) -> None:
         x0 = self.np_random.uniform(-self.start_spread, self.start_spread)
