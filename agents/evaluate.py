@@ -19,6 +19,7 @@ from agents.utils import episode_seed
 from envs import make_env
 from envs.registry import check_env_id
 from envs.wrappers.domain_randomization import shift_spec
+from planners.registry import PLANNERS
 from policies.constraints import METHODS as CONSTRAINT_METHODS
 from policies.io import read_policy_config
 
@@ -51,7 +52,9 @@ class EvalConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the task (e.g. ``start_spread``)."""
     shift: str | None = None
-    """Evaluate under a domain-randomization preset (mass, friction, actuator_gain, obs_noise, all)."""
+    """Evaluate under a domain-randomization preset (mass, friction, actuator_gain, obs_noise, all,
+    obstacle_shift, goal_shift: the last two move the task's obstacles / goal outside the training
+    support)."""
     constraint_method: str = "none"
     """Enforce the task's ``constraint_spec`` while sampling: ``none``, ``clip``, ``project``,
     ``guidance``, ``cbf`` or ``final`` (diffusion policies; ``policies.constraints``)."""
@@ -59,7 +62,8 @@ class EvalConfig:
     """Also evaluate the calibrated uncertainty alarm (``kinodiff calibrate`` first) on nominal and
     ``shift`` episodes, bare and with ``fallback``: uncertainty.md / .json and reliability.png."""
     fallback: str = "stop"
-    """With ``uncertainty``: who takes over on the alarm, ``stop`` (zero action) or ``expert:NAME``."""
+    """With ``uncertainty``: who takes over on the alarm, ``stop`` (zero action), ``planner:NAME``
+    (a registered planner, e.g. ``planner:mppi``) or ``expert:NAME``."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -69,8 +73,18 @@ class EvalConfig:
                              f"{list(CONSTRAINT_METHODS)}")
         if self.shift is not None:
             shift_spec(self.shift)
+        check_fallback_spec(self.fallback)
         PoolConfig(workers=self.workers, envs_per_worker=self.envs_per_worker,
                    step_timeout=self.step_timeout)  # validates them
+
+
+def check_fallback_spec(spec: str) -> None:
+    """Refuse a fallback that is not ``stop``, ``planner:NAME`` or ``expert:NAME``, naming it."""
+    kind, _, name = spec.partition(":")
+    if spec != "stop" and not (kind in ("planner", "expert") and name):
+        raise ValueError(f"fallback={spec!r}; expected 'stop', 'planner:NAME' or 'expert:NAME'")
+    if kind == "planner" and name not in PLANNERS:
+        raise ValueError(f"fallback planner {name!r} is unknown; expected one of {sorted(PLANNERS)}")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

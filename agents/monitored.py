@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from agents.plan import PlannerActor
 from agents.rollout.env_factory import EnvFactory
 from envs import make_expert
+from planners.costs import cost_preset
+from planners.registry import PLANNERS
 from policies import load_policy
 from policies.uncertainty import (
     SCORES,
@@ -49,7 +52,8 @@ class MonitoredEpisode:
     alarm_step: int | None
     """First control step at which the calibrated combined alarm fired (None: never or uncalibrated)."""
     handovers: list[dict[str, Any]] = field(default_factory=list)
-    """Hand-overs to the fallback (step, combined score, raw scores)."""
+    """Hand-overs to the fallback (step, combined score, threshold, raw scores, the fallback's first
+    action and the steps it served)."""
     latencies: list[float] = field(default_factory=list)
     """Seconds per scored chunk prediction (K samples and every score)."""
 
@@ -73,15 +77,45 @@ class _Fallback:
             self._reset(index, seed)
 
 
-def make_fallback(spec: str, env_id: str, env: gym.Env) -> _Fallback:
-    """``stop`` (zero action) or ``expert:NAME`` (the task's expert, standing in for a planner)."""
+class _PlannerFallback:
+    """A registered planner in receding horizon, built at its first action of each episode.
+
+    Built late because a planner copies the MuJoCo model: by then the episode's reset has applied
+    its shift (scaled physics, moved obstacles or goal), so the planner predicts the real scene.
+    """
+
+    def __init__(self, name: str, env_id: str, env: gym.Env) -> None:
+        if name not in PLANNERS:
+            raise ValueError(f"unknown planner {name!r} for the fallback; expected one of "
+                             f"{sorted(PLANNERS)}")
+        cost_preset(env_id)  # fail fast for a task without a cost preset, naming the tasks
+        self._make = lambda: PlannerActor(env, env_id, name, None, {})
+        self._actor: PlannerActor | None = None
+        self._seed = 0
+
+    def reset(self, index: int, seed: int) -> None:
+        """Drop the last episode's planner; the next one is seeded with ``seed``."""
+        self._actor, self._seed = None, seed
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The first action of a fresh plan from the env's current state."""
+        if self._actor is None:
+            self._actor = self._make()
+            self._actor.reset(0, self._seed)
+        return self._actor.act(obs)
+
+
+def make_fallback(spec: str, env_id: str, env: gym.Env) -> _Fallback | _PlannerFallback:
+    """``stop`` (zero action), ``planner:NAME`` (a registered planner) or ``expert:NAME``."""
     if spec == "stop":
         return _Fallback(SafeStop(int(np.prod(env.action_space.shape))))
+    if spec.startswith("planner:"):
+        return _PlannerFallback(spec.split(":", 1)[1], env_id, env)
     if spec.startswith("expert:"):
         expert = make_expert(env_id, spec.split(":", 1)[1], env)
         return _Fallback(expert.act,
                          lambda i, s: expert.reset(i, np.random.default_rng(s)))
-    raise ValueError(f"unknown fallback {spec!r}; expected 'stop' or 'expert:NAME'")
+    raise ValueError(f"unknown fallback {spec!r}; expected 'stop', 'planner:NAME' or 'expert:NAME'")
 
 
 def load_monitored(policy_dir: str | Path, threads: int = 1
@@ -111,7 +145,7 @@ def run_monitored_episodes(
         estimator: Estimator around the trained policy.
         calibration: Thresholds; None records scores only.
         jobs: Episode indices and reset seeds.
-        fallback: ``stop`` or ``expert:NAME``.
+        fallback: ``stop``, ``planner:NAME`` or ``expert:NAME``.
         enabled: Hand over to the fallback on the alarm (False: the bare policy keeps control and
             the alarm is only recorded).
         progress: Show a progress bar.
@@ -140,7 +174,7 @@ def run_monitored_episodes(
                 index=index, seed=seed, success=bool(info.get("is_success", False)), length=steps,
                 trace=monitored.episode_trace(0), chunk_steps=list(monitored.chunk_steps),
                 alarm_step=monitored.alarm_steps.get(0),
-                handovers=[{"step": h.step, "combined": h.combined, "scores": h.scores}
+                handovers=[{k: v for k, v in asdict(h).items() if k != "row"}
                            for h in monitored.handovers],
                 latencies=latencies))
     finally:

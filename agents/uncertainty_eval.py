@@ -18,7 +18,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from agents.evaluate import check_policy_fits_env, resolve_policy_dir
+from agents.evaluate import check_fallback_spec, check_policy_fits_env, resolve_policy_dir
 from agents.monitored import MonitoredEpisode, load_monitored, run_monitored_episodes
 from agents.rollout.env_factory import EnvFactory
 from agents.utils import episode_seed, write_json_atomic
@@ -115,7 +115,11 @@ class UncertaintyEvalConfig:
     seed: int = 1000
     """Evaluation seed (the calibration used its own)."""
     fallback: str = "stop"
-    """Fallback on the alarm: ``stop`` (zero action) or ``expert:NAME``."""
+    """Fallback on the alarm: ``stop`` (zero action), ``planner:NAME`` (a registered planner) or
+    ``expert:NAME``."""
+    compare_fallbacks: tuple[str, ...] = ()
+    """Further fallbacks run on the same alarmed episodes (e.g. ``stop`` beside a planner); their
+    success rates are reported per condition in ``success_by_fallback``."""
     threads: int = 1
     """torch threads."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +129,9 @@ class UncertaintyEvalConfig:
         self.shifts = tuple(self.shifts)
         for s in self.shifts:
             shift_spec(s)
+        self.compare_fallbacks = tuple(self.compare_fallbacks)
+        for spec in (self.fallback, *self.compare_fallbacks):
+            check_fallback_spec(spec)
         if self.episodes < 1:
             raise ValueError(f"episodes={self.episodes}; expected >= 1")
 
@@ -149,17 +156,22 @@ def evaluate_uncertainty(config: UncertaintyEvalConfig, progress: bool = True) -
         # Seeded env and policy: a monitored episode is the bare one up to its first alarm, so only
         # the episodes that raised the alarm are run again with the fallback in control.
         alarmed = [(e.index, e.seed) for e in bare if e.alarm_step is not None]
-        handed = run_monitored_episodes(factory, estimator, cal, alarmed, fallback=config.fallback,
-                                        enabled=True, progress=progress, desc=f"{shift} fallback")
-        by_index = {e.index: e for e in handed}
-        with_fallback = [by_index.get(e.index, e) for e in bare]
+        success_by_fallback, handed = {}, []
+        for spec in dict.fromkeys((config.fallback, *config.compare_fallbacks)):
+            runs = run_monitored_episodes(factory, estimator, cal, alarmed, fallback=spec,
+                                          enabled=True, progress=progress, desc=f"{shift} {spec}")
+            by_index = {e.index: e for e in runs}
+            success_by_fallback[spec] = float(np.mean([by_index.get(e.index, e).success
+                                                       for e in bare]))
+            handed = runs if spec == config.fallback else handed
         nominal = bare if shift == "nominal" else nominal
         metrics = score_metrics(bare, cal)
         pooled = score_metrics(nominal + bare, cal) if shift != "nominal" else metrics
         lat = np.array([t for e in bare for t in e.latencies]) * 1e3
         doc["conditions"][shift] = {
             "success_bare": float(np.mean([e.success for e in bare])),
-            "success_fallback": float(np.mean([e.success for e in with_fallback])),
+            "success_fallback": success_by_fallback[config.fallback],
+            "success_by_fallback": success_by_fallback,
             "handover_rate": len(alarmed) / len(bare),
             "scored_chunk_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
             "metrics": metrics, "best_score": best_score(metrics),
@@ -211,12 +223,30 @@ def write_uncertainty_report(out: Path, doc: dict[str, Any]) -> dict[str, Path]:
     for name, c in doc["conditions"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(v["auroc"]) for v in
                                                   c["metrics"]["scores"].values()) + " |")
+    if any(len(c.get("success_by_fallback", {})) > 1 for c in doc["conditions"].values()):
+        specs = list(next(iter(doc["conditions"].values()))["success_by_fallback"])
+        lines += ["", "Success by fallback (alarmed episodes re-run with each):", "",
+                  "| condition | bare | " + " | ".join(f"`{f}`" for f in specs) + " |",
+                  "|---" * (2 + len(specs)) + "|"]
+        for name, c in doc["conditions"].items():
+            lines.append(f"| {name} | {c['success_bare']:.2f} | " + " | ".join(
+                f"{c['success_by_fallback'][f]:.2f}" for f in specs) + " |")
+    lines += ["", f"Hand-overs to `{doc['fallback']}` (first {_HANDOVER_ROWS} per condition):", "",
+              "| condition | episode | step | combined score | threshold | fallback steps |",
+              "|---" * 6 + "|"]
+    for name, c in doc["conditions"].items():
+        for h in c["handovers"][:_HANDOVER_ROWS]:
+            lines.append(f"| {name} | {h['index']} | {h['step']} | {h['combined']:.3f} | "
+                         f"{h['threshold']:.3f} | {h['fallback_steps']} |")
     lines += ["", "AUROC within a condition needs failures and successes in it; the pooled column "
               "adds the nominal episodes (failures under shift vs every success).",
               "", "![reliability](reliability.png)", ""]
     (out / "uncertainty.md").write_text("\n".join(lines))
     return {"json": out / "uncertainty.json", "md": out / "uncertainty.md",
             "plot": out / "reliability.png"}
+
+
+_HANDOVER_ROWS = 10
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -5,9 +5,9 @@
 
 from policies.uncertainty.conformal import Calibration, conformal_quantile, fit_calibration
 from policies.uncertainty.estimator import SCORES, UncertaintyConfig, UncertaintyEstimator
-from policies.uncertainty.fallback import HandOver, MonitoredPolicy, SafeStop
+from policies.uncertainty.fallback import Fallback, HandOver, MonitoredPolicy, SafeStop
 from policies.uncertainty.io import load_estimator, save_calibration, save_estimator
 
-__all__ = ["SCORES", "Calibration", "HandOver", "MonitoredPolicy", "SafeStop", "UncertaintyConfig",
-           "UncertaintyEstimator", "conformal_quantile", "fit_calibration", "load_estimator",
-           "save_calibration", "save_estimator"]
+__all__ = ["SCORES", "Calibration", "Fallback", "HandOver", "MonitoredPolicy", "SafeStop",
+           "UncertaintyConfig", "UncertaintyEstimator", "conformal_quantile", "fit_calibration",
+           "load_estimator", "save_calibration", "save_estimator"]

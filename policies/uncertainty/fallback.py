@@ -3,7 +3,9 @@
 ``MonitoredPolicy(estimator, calibration, fallback)`` serves ``select_action`` like a policy. Each
 time a chunk is predicted its scores are appended to a trace; when the calibrated combined alarm
 fires for a batch row, that row is handed to ``fallback`` for the rest of the episode (a planner, an
-expert or, by default, a safe stop), and the hand-over is logged.
+expert or, by default, a safe stop), and the hand-over is logged with the step, the score and the
+threshold it crossed. ``Fallback`` is the seam: this package never imports planners; ``agents``
+wraps a registered planner into a ``Fallback`` (``agents.monitored.make_fallback``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from policies.uncertainty.conformal import Calibration
 from policies.uncertainty.estimator import SCORES, UncertaintyEstimator
+
+
+@runtime_checkable
+class Fallback(Protocol):
+    """Who takes control of a batch row after the alarm: one action per observation."""
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """[Do] observation of the handed-over row -> [Da] action executed instead of the policy's."""
+        ...
 
 
 class SafeStop:
@@ -40,8 +52,14 @@ class HandOver:
     """Batch row."""
     combined: float
     """Combined score that exceeded the threshold."""
+    threshold: float
+    """The calibrated combined threshold it exceeded."""
     scores: dict[str, float]
     """Raw scores of the chunk that raised the alarm."""
+    first_action: list[float] | None = None
+    """The fallback's first action for the row (None until it has acted)."""
+    fallback_steps: int = 0
+    """Control steps the fallback has served for the row since the hand-over."""
 
 
 class MonitoredPolicy:
@@ -50,13 +68,13 @@ class MonitoredPolicy:
     Args:
         estimator: Estimator wrapping the trained policy.
         calibration: Calibrated thresholds; None scores and records but never hands over.
-        fallback: ``obs [Do] -> action [Da]``; default ``SafeStop`` (zero action).
+        fallback: A ``Fallback`` (``obs [Do] -> action [Da]``); default ``SafeStop`` (zero action).
         enabled: False records scores and alarms but keeps the policy in control (evaluation of
             the bare policy with the same scores).
     """
 
     def __init__(self, estimator: UncertaintyEstimator, calibration: Calibration | None = None,
-                 fallback: Callable[[np.ndarray], np.ndarray] | None = None,
+                 fallback: Fallback | Callable[[np.ndarray], np.ndarray] | None = None,
                  enabled: bool = True) -> None:
         policy = estimator.policy
         if policy.config.temporal_ensemble > 0:
@@ -73,6 +91,7 @@ class MonitoredPolicy:
         self.chunk_steps: list[int] = []
         """Control step of each traced chunk."""
         self.handovers: list[HandOver] = []
+        self._handover_of: dict[int, HandOver] = {}
         self.alarm_steps: dict[int, int] = {}
         """Row -> first control step at which the alarm fired."""
         self._handed: np.ndarray = np.zeros(0, dtype=bool)
@@ -85,6 +104,7 @@ class MonitoredPolicy:
         self._history.clear()
         self._queue.clear()
         self.trace, self.chunk_steps, self.handovers, self.alarm_steps = [], [], [], {}
+        self._handover_of = {}
         self._handed = np.zeros(0, dtype=bool)
         self._step = 0
 
@@ -122,6 +142,10 @@ class MonitoredPolicy:
         out = self._queue.popleft().numpy().copy()
         for row in np.flatnonzero(self._handed):
             out[row] = self.fallback(obs[row] if not single else obs)
+            log = self._handover_of[int(row)]
+            if log.first_action is None:
+                log.first_action = [float(v) for v in out[row]]
+            log.fallback_steps += 1
         self._step += 1
         return out[0] if single else out
 
@@ -132,9 +156,12 @@ class MonitoredPolicy:
                 self.alarm_steps[int(row)] = self._step
                 if self.enabled:
                     self._handed[row] = True
-                    self.handovers.append(HandOver(
+                    log = HandOver(
                         step=self._step, row=int(row), combined=float(combined[row]),
-                        scores={n: float(row_scores[row, i]) for i, n in enumerate(SCORES)}))
+                        threshold=float(self.calibration.combined_threshold),
+                        scores={n: float(row_scores[row, i]) for i, n in enumerate(SCORES)})
+                    self.handovers.append(log)
+                    self._handover_of[int(row)] = log
 
     def episode_trace(self, row: int = 0) -> np.ndarray:
         """[T_chunks, S] raw scores of one batch row."""

@@ -6,6 +6,7 @@ import pytest
 from agents.calibrate import CalibrateConfig, calibrate
 from agents.evaluate import resolve_policy_dir
 from agents.monitored import load_monitored, make_fallback, run_monitored_episodes
+from agents.plan import PlannerActor
 from agents.rollout.env_factory import EnvFactory
 from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
 from agents.uncertainty_eval import (
@@ -47,30 +48,36 @@ def test_unknown_fallback_is_named():
         make_fallback("teleport", "kinodiff/PointObstacle-v0", make_env("kinodiff/PointObstacle-v0"))
 
 
+def _tiny_run(tiny_store, tmp_path):
+    """A 3-step diffusion policy: only the plumbing is under test."""
+    return train_bc(BcRunConfig(data=str(tiny_store), policy="diffusion", out=str(tmp_path / "r"),
+                           policy_config={"hidden_dims": (32,), "num_inference_steps": 2},
+                           train=BcTrainConfig(steps=3, batch_size=8)), progress=False)
+
+
 def test_evaluate_uncertainty_end_to_end(tiny_store, tmp_path):
-    run = train_bc(BcRunConfig(data=str(tiny_store), policy="diffusion", out=str(tmp_path / "r"),
-                               policy_config={"hidden_dims": (32,), "num_inference_steps": 2},
-                               train=BcTrainConfig(steps=3, batch_size=8)), progress=False)
+    run = _tiny_run(tiny_store, tmp_path)
     easy = {"goal_radius": 3.0}
     with pytest.raises(FileNotFoundError, match="kinodiff calibrate"):
         evaluate_uncertainty(UncertaintyEvalConfig(run=str(run), episodes=1), progress=False)
     calibrate(CalibrateConfig(run=str(run), episodes=10, alpha=0.34, head_steps=3, head_batch=8,
                               env_kwargs=easy), progress=False)
     doc = evaluate_uncertainty(UncertaintyEvalConfig(run=str(run), shifts=("obs_noise",), episodes=3,
-                                                     fallback="expert:scripted", env_kwargs=easy),
+                                                     fallback="expert:scripted", env_kwargs=easy,
+                                                     compare_fallbacks=("stop",)),
                                progress=False)
     assert set(doc["conditions"]) == {"nominal", "obs_noise"}
     nominal = doc["conditions"]["nominal"]
     assert nominal["success_bare"] == 1.0 and len(nominal["episodes"]) == 3
+    assert set(nominal["success_by_fallback"]) == {"expert:scripted", "stop"}
     assert nominal["metrics"]["scores"]["combined"]["auroc"] is None  # no failures to rank
     files = write_uncertainty_report(tmp_path / "rep", doc)
-    assert files["plot"].stat().st_size > 0 and "obs_noise" in files["md"].read_text()
+    md = files["md"].read_text()
+    assert files["plot"].stat().st_size > 0 and "obs_noise" in md and "Success by fallback" in md
 
 
 def test_monitored_episode_equals_bare_until_the_alarm(tiny_store, tmp_path):
-    run = train_bc(BcRunConfig(data=str(tiny_store), policy="diffusion", out=str(tmp_path / "r"),
-                               policy_config={"hidden_dims": (32,), "num_inference_steps": 2},
-                               train=BcTrainConfig(steps=3, batch_size=8)), progress=False)
+    run = _tiny_run(tiny_store, tmp_path)
     calibrate(CalibrateConfig(run=str(run), episodes=6, alpha=0.5, head_steps=2, head_batch=8,
                               env_kwargs={"goal_radius": 3.0}), progress=False)
     estimator, cal = load_monitored(resolve_policy_dir(run))
@@ -84,3 +91,29 @@ def test_monitored_episode_equals_bare_until_the_alarm(tiny_store, tmp_path):
     always = Calibration(**{**cal.to_dict(), "combined_threshold": -1.0})
     handed = run_monitored_episodes(factory, estimator, always, jobs, enabled=True, progress=False)
     assert handed[0].alarm_step == 0 and handed[0].handovers[0]["step"] == 0
+
+
+def test_alarm_hands_control_to_a_registered_planner(tiny_store, tmp_path):
+    run = _tiny_run(tiny_store, tmp_path)
+    calibrate(CalibrateConfig(run=str(run), episodes=4, alpha=0.5, head_steps=2, head_batch=8,
+                              env_kwargs={"goal_radius": 3.0}), progress=False)
+    estimator, cal = load_monitored(resolve_policy_dir(run))
+    always = Calibration(**{**cal.to_dict(), "combined_threshold": -1.0})
+    factory = EnvFactory("kinodiff/PointObstacle-v0", {}, "obstacle_shift")
+    ep = run_monitored_episodes(factory, estimator, always, [(0, 11)], enabled=True,
+                                fallback="planner:predictive_sampling", progress=False)[0]
+    log = ep.handovers[0]
+    assert ep.alarm_step == 0 and log["step"] == 0 and log["threshold"] == -1.0
+    assert log["combined"] > log["threshold"] and log["fallback_steps"] == ep.length
+    # The executed first action is the planner's own plan from the same (shifted) start state.
+    env = factory()
+    obs, _ = env.reset(seed=11)
+    expected = PlannerActor(env, "kinodiff/PointObstacle-v0", "predictive_sampling", None, {})
+    expected.reset(0, 11)
+    assert np.allclose(log["first_action"], expected.act(obs))
+    # In control from step 0, the planner reaches the goal around the moved box.
+    assert ep.success
+    with pytest.raises(ValueError, match="unknown planner 'teleport'"):
+        make_fallback("planner:teleport", "kinodiff/PointObstacle-v0", env)
+    with pytest.raises(ValueError, match="fallback planner 'teleport' is unknown"):
+        UncertaintyEvalConfig(run=str(run), fallback="planner:teleport")

@@ -6,6 +6,7 @@ from policies import make_policy, save_policy
 from policies.uncertainty import (
     SCORES,
     Calibration,
+    Fallback,
     MonitoredPolicy,
     UncertaintyConfig,
     UncertaintyEstimator,
@@ -99,6 +100,11 @@ def test_monitored_policy_hands_over_and_logs():
     assert all(np.array_equal(a, fallback_action) for a in actions)
     assert len(mon.handovers) == 1 and mon.handovers[0].step == 0
     assert set(mon.handovers[0].scores) == set(SCORES)
+    # The log holds the threshold crossed, the fallback's first action and the steps it served.
+    log = mon.handovers[0]
+    assert log.threshold == -1.0 and log.combined > log.threshold
+    assert log.first_action == [0.25, -0.5] and log.fallback_steps == 6
+    assert isinstance(lambda obs: fallback_action, Fallback)  # any obs -> action callable fits the seam
     assert mon.episode_trace().shape == (2, len(SCORES))  # chunks at steps 0 and 4
     # Disabled: the alarm is recorded but the policy keeps control; default fallback is a stop.
     bare = MonitoredPolicy(est, cal, enabled=False)
