@@ -3,7 +3,9 @@
 For each task: a diffusion policy (trained here if its run folder is missing; PushT uses the lead's
 ``runs/pusht_state`` when present, copied so its folder is never written), heads and conformal
 thresholds from ``agents.calibrate`` at alpha 0.05, then ``agents.uncertainty_eval`` on nominal
-episodes and under the task's shift presets, bare and with the task's expert as the fallback.
+episodes and under the task's shift presets (obstacle_shift moves the obstacles outside the
+training support), bare, with the task's fallback (a sampling-MPC planner on PointObstacle and
+ArmReach, the expert on PushT) and with a safe stop on the same alarmed episodes.
 The score latency compares, interleaved at batch 1, one plain chunk with a scored one (K = 8).
 """
 
@@ -39,7 +41,9 @@ class TaskSetup:
     run: str
     """Run folder (made here when missing) or a saved policy folder."""
     expert: str
-    """Expert for demonstrations and the fallback."""
+    """Expert for the demonstrations."""
+    fallback: str
+    """Who takes over on the alarm (``planner:NAME``, ``expert:NAME`` or ``stop``)."""
     shifts: tuple[str, ...]
     """Shift presets evaluated besides nominal."""
     source_run: str | None = None
@@ -56,14 +60,19 @@ class TaskSetup:
 # prediction has both classes to separate (measured with `kinodiff eval --shift`).
 TASKS = {
     "kinodiff/PointObstacle-v0": TaskSetup(run="runs/unc/point_dp", expert="scripted",
-                                           shifts=("actuator_gain", "obs_noise")),
+                                           fallback="planner:predictive_sampling",
+                                           shifts=("actuator_gain", "obs_noise", "obstacle_shift")),
     # Its policy succeeds on ~40% of nominal episodes, so more rollouts give enough successes.
     "kinodiff/ArmReach-v0": TaskSetup(run="runs/unc/arm_dp", expert="ik", calibration_episodes=130,
-                                      shifts=("actuator_gain", "obs_noise")),
-    "kinodiff/PushT-v0": TaskSetup(run="runs/unc/pusht_dp", expert="mpc", source_run="runs/pusht_state",
+                                      fallback="planner:predictive_sampling",
+                                      shifts=("actuator_gain", "obs_noise", "obstacle_shift")),
+    "kinodiff/PushT-v0": TaskSetup(run="runs/unc/pusht_dp", expert="mpc", fallback="expert:mpc",
+                                   source_run="runs/pusht_state",
                                    shifts=("friction", "obs_noise")),
 }
 ALPHA = 0.05
+SAFE_STOP = ("stop",)
+"""Run beside each task's fallback on the same alarmed episodes."""
 
 
 def _policy_dir(env_id: str, setup: TaskSetup, quick: bool) -> Path | None:
@@ -140,7 +149,7 @@ def measure_task(env_id: str, quick: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     doc = evaluate_uncertainty(UncertaintyEvalConfig(
         run=str(policy_dir), env=env_id, shifts=setup.shifts, episodes=episodes,
-        fallback=f"expert:{setup.expert}"), progress=False)
+        fallback=setup.fallback, compare_fallbacks=SAFE_STOP), progress=False)
     eval_s = time.perf_counter() - t0
     write_uncertainty_report(Path(setup.run) / "uncertainty_eval", doc)
     _, cal = load_estimator(policy_dir, load_policy(policy_dir)[0])
@@ -173,7 +182,9 @@ def measure_task(env_id: str, quick: bool = False) -> dict[str, Any]:
         results += [
             {"metric": "success bare", "value": c["success_bare"], "unit": "rate", "config": ccfg},
             {"metric": "success with fallback", "value": c["success_fallback"], "unit": "rate",
-             "config": {**ccfg, "handover_rate": c["handover_rate"]}},
+             "config": {**ccfg, "fallback": setup.fallback, "handover_rate": c["handover_rate"]}},
+            {"metric": "success with safe stop on the same alarms",
+             "value": c["success_by_fallback"]["stop"], "unit": "rate", "config": ccfg},
             {"metric": "combined AUROC within the condition", "value": comb["auroc"], "unit": "",
              "config": {**ccfg, "pooled_with_nominal": c["pooled_with_nominal"]["combined"]["auroc"]}},
             {"metric": "TPR at calibrated threshold (combined)", "value": comb["tpr_at_threshold"],
@@ -220,7 +231,7 @@ def run(quick: bool = False) -> tuple[dict, list[dict], list[dict]]:
     config = {"tasks": {k: asdict(v) for k, v in TASKS.items()},
               "alpha": 0.25 if quick else ALPHA, "episodes_per_condition": 8 if quick else 30,
               "num_samples": 8,
-              "fallback": "the task's expert (stands in for a planner)"}
+              "fallback": {k: v.fallback for k, v in TASKS.items()}, "compared_with": "stop"}
     results, per_task = [], {}
     for env_id in TASKS:
         part = measure_task(env_id, quick)
@@ -260,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 for e in TASKS if e not in {p["env_id"] for p in parts}]
     config = {"tasks": {k: asdict(v) for k, v in TASKS.items()}, "alpha": ALPHA,
               "episodes_per_condition": 30, "num_samples": 8,
-              "fallback": "the task's expert (stands in for a planner)",
+              "fallback": {k: v.fallback for k, v in TASKS.items()}, "compared_with": "stop",
               "assembled_from": [str(p) for p in args.assemble]}
     write_json_atomic(args.json, {"benchmark": "uncertainty", "machine": machine(), "config": config,
                                   "results": results, "bars": bars(per_task)})
