@@ -118,7 +118,9 @@ def chunk_cost(policy_dir: Path, n_obs: int = 20, repeats: int = 3) -> dict[str,
         obs, _ = env.reset(seed=SEED + i)
         expert.reset(i, np.random.default_rng(i))
         for _ in range(i % 7 * 5):  # spread the states along the expert's path
-            obs, *_ = env.step(expert.act(obs))
+            obs, _, terminated, *_ = env.step(expert.act(obs))
+            if terminated:  # a finished episode cannot be stepped on
+                break
         observations.append(torch.as_tensor(np.stack([obs, obs]))[None].float())
     policies = {}
     for method in METHODS:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import mujoco
 import numpy as np
 
+from envs.mjcf_loader import load_mjcf_spec
 from envs.robot_models import RobotModel, frozen_array
 
 OBSTACLE_KINDS = ("sphere", "capsule", "box")
@@ -405,7 +406,7 @@ def compile_with_obstacles(
     Returns:
         The compiled model.
     """
-    spec = mujoco.MjSpec.from_file(xml_path)
+    spec = load_mjcf_spec(xml_path)
     types = {"sphere": mujoco.mjtGeom.mjGEOM_SPHERE, "capsule": mujoco.mjtGeom.mjGEOM_CAPSULE,
              "box": mujoco.mjtGeom.mjGEOM_BOX}
     for i, doc in enumerate(obstacles):

@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium.utils import EzPickle
 
 from envs.constraints import ConstraintSpec, constraint_spec_from_model
+from envs.mjcf_loader import load_mjcf
 from sim_assets import asset_path
 
 # Warnings MuJoCo raises when the state blows up (BADQPOS, BADQVEL, BADQACC, BADCTRL: contiguous
@@ -17,6 +18,8 @@ from sim_assets import asset_path
 # We end the episode instead.
 _DIVERGENCE = slice(int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWarning.mjWARN_BADCTRL) + 1)
 assert _DIVERGENCE.stop - _DIVERGENCE.start == 4, "mjtWarning order changed"
+_WARNING_NAMES = [mujoco.mjtWarning(i).name.removeprefix("mjWARN_")
+                  for i in range(_DIVERGENCE.start, _DIVERGENCE.stop)]
 
 
 class MujocoTaskEnv(gym.Env, EzPickle):
@@ -25,6 +28,24 @@ class MujocoTaskEnv(gym.Env, EzPickle):
     Subclasses implement the task: ``_reset_task``, ``_observation``, ``_reward_terms``,
     ``_is_success`` and ``_task_info``. Reward is always the exact sum of the reward terms,
     which are also reported as ``info["reward_<name>"]``.
+
+    Bad inputs, the same for every task (tests/envs/test_bad_inputs.py):
+
+    * An action of the wrong shape, or with a NaN or infinite value, raises ``ValueError`` naming
+      the action and what was expected; MuJoCo never sees it (it would zero a NaN control).
+    * An out-of-range action is **clipped** to the action space, never rejected; the number of
+      clipped entries is ``info["action_clipped"]`` on every step (0 when none was).
+    * ``step()`` before the first ``reset()``, or after a step that terminated, raises
+      ``RuntimeError``: stepping on would run from a state MuJoCo may have silently reset.
+      Truncation is the time limit's (``gymnasium.make``'s ``TimeLimit``): stepping past it
+      continues the physics and reports ``truncated`` again; only ``reset()`` starts an episode.
+    * A simulation that diverges (MuJoCo's BADQPOS / BADQVEL / BADQACC / BADCTRL warning, e.g.
+      from a huge velocity or force) ends the episode: ``terminated=True``, reward 0 (every term
+      0), ``info["diverged"] = True`` and ``info["divergence_warnings"]`` the count of each
+      warning raised during the step, by name; the observation is made finite. Never an
+      automatic reset.
+    * The MJCF is loaded through :func:`envs.mjcf_loader.load_mjcf`, which refuses files that
+      reach outside ``sim_assets`` and models over its size caps before MuJoCo compiles them.
 
     Args:
         xml_name: Asset name in ``sim_assets``.
@@ -57,6 +78,8 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         self._width, self._height, self._camera = width, height, camera
         self._renderer: mujoco.Renderer | None = None
         self._clipped = 0
+        # Why step() must wait for reset(), or None while an episode runs.
+        self._ended: str | None = "before reset()"
         # A live view of MuJoCo's warning counters: reading it costs no binding calls per step.
         self._warnings = self.data.warning.number
         low, high = self.model.actuator_ctrlrange.T.astype(np.float32)
@@ -72,7 +95,7 @@ class MujocoTaskEnv(gym.Env, EzPickle):
 
     def _load_model(self, xml_name: str) -> mujoco.MjModel:
         """Compile the task's scene (override to edit it first, e.g. add obstacles with MjSpec)."""
-        return mujoco.MjModel.from_xml_path(str(asset_path(xml_name)))
+        return load_mjcf(asset_path(xml_name))
 
     @property
     def dt(self) -> float:
@@ -87,10 +110,13 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         self._reset_task(options or {})
         mujoco.mj_forward(self.model, self.data)
         obs = self._observation()
+        self._ended = None
         return obs, {"is_success": False, **self._task_info()}
 
     def step(self, action):
         """Apply one validated action for ``frame_skip`` physics steps."""
+        if self._ended is not None:
+            raise RuntimeError(f"step() called {self._ended}; call reset() to start an episode")
         self._ctrl[:] = self._validate_action(action)
         before = self._warnings[_DIVERGENCE].tolist()
         self._before_physics()
@@ -99,8 +125,11 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         if self._warnings[_DIVERGENCE].tolist() != before:
             # The state is meaningless now: end the episode with a flag, never auto-reset.
             info = {f"reward_{k}": 0.0 for k in self._reward_terms(self.data.ctrl)}
+            raised = (self._warnings[_DIVERGENCE] - before).tolist()
             info.update(is_success=False, diverged=True, action_clipped=self._clipped,
+                        divergence_warnings={_WARNING_NAMES[i]: n for i, n in enumerate(raised) if n},
                         **self._task_info())
+            self._ended = "after the episode terminated (the simulation diverged)"
             return np.nan_to_num(obs), 0.0, True, False, info
         terms = self._reward_terms(self.data.ctrl)
         success = self._is_success()
@@ -113,6 +142,8 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         info["diverged"] = False
         info["action_clipped"] = self._clipped
         info.update(self._task_info())
+        if success:
+            self._ended = "after the episode terminated (success)"
         return obs, reward, success, False, info
 
     def render(self):

@@ -89,7 +89,11 @@ class MultiRobotArenaParallelEnv(ParallelEnv, EzPickle):
         return self._split(obs), self._agent_infos(info)
 
     def step(self, actions: dict[str, np.ndarray]):
-        """Step every live agent; ``actions`` must hold one ``(2,)`` action per live agent."""
+        """Step every live agent; ``actions`` must hold one ``(2,)`` action per live agent.
+
+        A missing or unknown agent, a wrong shape or a non-finite value raises ``ValueError``
+        naming the agent; an out-of-range action is clipped (as the Gymnasium env does).
+        """
         if not self.agents:
             raise RuntimeError("step() called with no live agents; call reset() first")
         missing = [a for a in self.agents if a not in actions]
@@ -99,14 +103,24 @@ class MultiRobotArenaParallelEnv(ParallelEnv, EzPickle):
                 f"actions for {sorted(actions)} do not match the live agents: missing {missing}, "
                 f"unknown {unknown}; expected exactly {self.agents}"
             )
-        stacked = np.concatenate([np.asarray(actions[a], dtype=np.float64).reshape(-1)
-                                  for a in self.possible_agents])
+        parts = [np.asarray(actions[a], dtype=np.float64) for a in self.possible_agents]
+        for agent, part in zip(self.possible_agents, parts, strict=True):
+            if part.shape != (2,):  # checked per agent: a 3 and a 1 would stack to a valid total
+                raise ValueError(f"action of agent {agent!r} has shape {part.shape}; expected (2,)")
+        stacked = np.concatenate(parts)
+        if not np.isfinite(stacked).all():  # the base would reject it too, but not name the agent
+            agent, part = next((a, p) for a, p in zip(self.possible_agents, parts, strict=True)
+                               if not np.isfinite(p).all())
+            raise ValueError(f"action of agent {agent!r} {part.tolist()} has non-finite values; "
+                             "expected finite numbers")
         obs, _, terminated, truncated, info = self.env.step(stacked)
         self._cycles += 1
         truncated = truncated or self._cycles >= self.max_cycles
         self._state = obs
         agents = self.agents
-        rewards = dict(zip(agents, self.env.robot_rewards.tolist(), strict=True))
+        # A diverged state is meaningless: zero rewards, as the Gymnasium env's team reward.
+        robot_rewards = [0.0] * len(agents) if info["diverged"] else self.env.robot_rewards.tolist()
+        rewards = dict(zip(agents, robot_rewards, strict=True))
         terminations = dict.fromkeys(agents, bool(terminated))
         truncations = dict.fromkeys(agents, bool(truncated and not terminated))
         observations, infos = self._split(obs), self._agent_infos(info)

@@ -25,6 +25,7 @@ import mujoco
 import numpy as np
 from gymnasium.utils import EzPickle
 
+from envs.mjcf_loader import load_mjcf_spec
 from envs.mujoco_task import MujocoTaskEnv
 from sim_assets import asset_path
 
@@ -80,7 +81,7 @@ def build_arena_model(n_robots: int, goal_radius: float) -> mujoco.MjModel:
     (gear 2 N, ctrlrange [-1, 1]); with damping 2 and mass 0.5 a constant command ``u`` settles at
     velocity ``u`` m/s. Goal ``i`` is the visual-only site ``goal_i``, moved at every reset.
     """
-    spec = mujoco.MjSpec.from_file(str(asset_path("arena.xml")))
+    spec = load_mjcf_spec(asset_path("arena.xml"))
     slide, sphere = mujoco.mjtJoint.mjJNT_SLIDE, mujoco.mjtGeom.mjGEOM_SPHERE
     for i in range(n_robots):
         rgba = _robot_rgba(i)
