@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.data.episode_store import EpisodeStore
+from agents.data.observations import chunk_steps_for, obs_specs
 from agents.rollout.actors import expert_actor_factory
 from agents.rollout.env_factory import EnvFactory
 from agents.rollout.pool import PoolConfig, RolloutPool
@@ -87,13 +88,11 @@ def collect(config: CollectConfig, progress: bool = True, pool: RolloutPool | No
             store.close()
             raise ValueError(f"dataset {str(out)!r} holds {store.env_id}; expected {config.env}")
     else:
-        obs_shape = probe.observation_space.shape
-        act_shape = probe.action_space.shape
+        # Images (a Dict observation) get one array per key and shorter time chunks.
+        specs = {**obs_specs(probe.observation_space),
+                 "action": (probe.action_space.shape, "float32"), "reward": ((), "float32")}
         store = EpisodeStore.create(
-            out,
-            {"obs": (obs_shape, "float32"), "action": (act_shape, "float32"),
-             "reward": ((), "float32")},
-            env_id=config.env,
+            out, specs, env_id=config.env, chunk_steps=chunk_steps_for(specs),
             provenance={"collect": asdict(config), "versions": versions(), "argv": sys.argv},
         )
     probe.close()

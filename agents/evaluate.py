@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from agents.rollout.actors import PolicyActorFactory
@@ -22,6 +23,7 @@ from envs.wrappers.domain_randomization import shift_spec
 from planners.registry import PLANNERS
 from policies.constraints import METHODS as CONSTRAINT_METHODS
 from policies.io import read_policy_config
+from policies.registry import policy_class
 
 
 @dataclass(kw_only=True)
@@ -119,6 +121,23 @@ def check_policy_fits_env(policy_dir: Path, env_id: str, env_kwargs: dict | None
     env = make_env(env_id, **(env_kwargs or {}))
     c = doc["config"]
     trained_on = doc.get("metadata", {}).get("env_id", "unknown")
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Dict):  # images: the policy's fields must be the env's
+        try:
+            wanted = policy_class(doc["policy"]).config_class.observation_fields(
+                {k: tuple(s.shape) for k, s in space.spaces.items()})
+        finally:
+            env.close()
+        got = {k: (tuple(c[k]) if isinstance(c.get(k), list) else c.get(k)) for k in wanted}
+        if got != wanted or c["action_dim"] != int(np.prod(env.action_space.shape)):
+            raise ValueError(f"policy {str(policy_dir)!r} (trained on {trained_on}) has {got}, "
+                             f"action_dim={c['action_dim']}; {env_id} needs {wanted}, action_dim="
+                             f"{int(np.prod(env.action_space.shape))}")
+        return
+    if c.get("obs_encoder", "state") != "state":
+        env.close()
+        raise ValueError(f"policy {str(policy_dir)!r} (trained on {trained_on}) takes {c['obs_encoder']} "
+                         f"observations; {env_id} has a flat observation (expected a dict one)")
     obs_dim = int(np.prod(env.observation_space.shape))
     act_dim = int(np.prod(env.action_space.shape))
     try:

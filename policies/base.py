@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -11,6 +12,24 @@ import torch
 from torch import nn
 
 from policies.normalizer import RangeNormalizer
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    """An array as a tensor: uint8 (images) kept, anything else float32."""
+    t = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+    return t if t.dtype == torch.uint8 else t.float()
+
+
+def tree_map(fn: Callable[[Any], Any], obs: Any) -> Any:
+    """``fn`` on an observation, or on each value of a dict observation."""
+    return {k: fn(v) for k, v in obs.items()} if isinstance(obs, Mapping) else fn(obs)
+
+
+def stack_tree(items: list[Any], dim: int) -> Any:
+    """``torch.stack`` of observations, key by key for dict observations."""
+    if isinstance(items[0], Mapping):
+        return {k: torch.stack([o[k] for o in items], dim=dim) for k in items[0]}
+    return torch.stack(items, dim=dim)
 
 
 @dataclass(kw_only=True)
@@ -44,6 +63,18 @@ class PolicyConfig:
             raise ValueError(
                 f"n_action_steps={self.n_action_steps} exceeds horizon={self.horizon}; expected Ta <= H"
             )
+
+    @classmethod
+    def observation_fields(cls, shapes: tuple[int, ...] | Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+        """Config fields that fit observations of per-step ``shapes`` (a Box's shape, or a Dict's).
+
+        Raises:
+            ValueError: This policy cannot take such observations.
+        """
+        if isinstance(shapes, Mapping):
+            raise ValueError(f"{cls.__name__} takes flat observations only; got dict observations "
+                             f"{dict(shapes)} (expected a Box observation)")
+        return {"obs_dim": int(np.prod(shapes))}
 
 
 class Policy(nn.Module):
@@ -86,21 +117,39 @@ class Policy(nn.Module):
                 f"expected [B, {c.n_obs_steps}, {c.obs_dim}]"
             )
 
-    @torch.no_grad()
-    def predict_action_chunk(self, obs: torch.Tensor) -> torch.Tensor:
-        """Predict the next Ta actions for a batch.
+    def prepare_obs(self, obs: Any) -> Any:
+        """Raw observations from a caller -> checked, normalized policy input.
 
         Args:
-            obs: [B, To, Do] raw observations (oldest first).
-
-        Returns:
-            [B, Ta, Da] raw actions.
+            obs: [B, To, Do] raw observations (oldest first); policies with dict observations
+                override this.
         """
         obs = torch.as_tensor(obs, dtype=torch.float32)
         self._check_obs(obs)
         if not torch.isfinite(obs).all():
             raise ValueError("observation has non-finite values; expected finite numbers")
-        chunk = self.predict_normalized_chunk(self.obs_normalizer.normalize(obs))
+        return self.normalize_obs(obs)
+
+    def normalize_obs(self, obs: Any) -> Any:
+        """Normalize a raw observation batch (training batches skip ``prepare_obs``'s checks)."""
+        return self.obs_normalizer.normalize(obs)
+
+    def is_single_obs(self, obs: Any) -> bool:
+        """Whether ``select_action`` got one observation ([Do]) rather than a batch ([B, Do])."""
+        return obs.ndim == 1
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs: Any) -> torch.Tensor:
+        """Predict the next Ta actions for a batch.
+
+        Args:
+            obs: [B, To, Do] raw observations (oldest first), or a dict of [B, To, ...] arrays for
+                policies that take dict observations.
+
+        Returns:
+            [B, Ta, Da] raw actions.
+        """
+        chunk = self.predict_normalized_chunk(self.prepare_obs(obs))
         return self.action_normalizer.unnormalize(chunk[:, : self.config.n_action_steps])
 
     @torch.no_grad()
@@ -108,23 +157,23 @@ class Policy(nn.Module):
         """One control step: queue a new chunk when the last one is used up.
 
         Args:
-            obs: [Do] or [B, Do] current observation(s).
+            obs: [Do] or [B, Do] current observation(s), or a dict of them.
 
         Returns:
             [Da] or [B, Da] action(s).
         """
-        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
-        single = o.ndim == 1
-        o = o[None] if single else o
+        o = tree_map(_as_tensor, obs)
+        single = self.is_single_obs(o)
+        o = tree_map(lambda t: t[None], o) if single else o
         if not self._obs_history:  # pad the history with the first observation
             self._obs_history.extend([o] * self.config.n_obs_steps)
         else:
             self._obs_history.append(o)
         if self.config.temporal_ensemble > 0:
-            action = self._ensembled_action(torch.stack(list(self._obs_history), dim=1)).numpy()
+            action = self._ensembled_action(stack_tree(list(self._obs_history), dim=1)).numpy()
             return action[0] if single else action
         if not self._action_queue:
-            chunk = self.predict_action_chunk(torch.stack(list(self._obs_history), dim=1))
+            chunk = self.predict_action_chunk(stack_tree(list(self._obs_history), dim=1))
             self._action_queue.extend(chunk.unbind(dim=1))
         action = self._action_queue.popleft().numpy()
         return action[0] if single else action
@@ -154,7 +203,7 @@ class Policy(nn.Module):
     def normalized_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalize a training batch; returns (obs [B, To, Do], actions [B, H, Da])."""
         return (
-            self.obs_normalizer.normalize(batch["obs"]),
+            self.normalize_obs(batch["obs"]),
             self.action_normalizer.normalize(batch["action"]),
         )
 

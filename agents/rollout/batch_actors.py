@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import gymnasium as gym
@@ -89,9 +89,17 @@ class Sb3BatchActor:
 
 
 def robots_per_env(policy_obs_dim: int, policy_action_dim: int, env: gym.Env) -> int:
-    """N, the robots of ``env`` one policy serves: the env's flat sizes are N times the policy's."""
-    obs_dim = int(np.prod(env.observation_space.shape))
+    """N, the robots of ``env`` one policy serves: the env's flat sizes are N times the policy's.
+
+    A Dict observation (images) is one robot's; only its action size is checked here.
+    """
     act_dim = int(np.prod(env.action_space.shape))
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        if act_dim != policy_action_dim:
+            raise ValueError(f"policy with action_dim={policy_action_dim} cannot serve an env with "
+                             f"action_dim={act_dim}; expected the same")
+        return 1
+    obs_dim = int(np.prod(env.observation_space.shape))
     n, rest = divmod(obs_dim, policy_obs_dim)
     if rest or n < 1 or act_dim != n * policy_action_dim:
         raise ValueError(
@@ -139,14 +147,21 @@ class PolicyBatchActor:
     def act(self, obs: Sequence[np.ndarray], slots: Sequence[int]) -> np.ndarray:
         """Actions ``[B, N * Da]`` for ``obs`` ``[B, N * Do]``; one network call at most."""
         for o, s in zip(obs, slots, strict=True):
-            rows = np.asarray(o, dtype=np.float32).reshape(self.n_robots, self._do)
+            # A dict observation (images) is one robot's: each value gains a robot axis of 1.
+            rows = ({k: np.asarray(v)[None] for k, v in o.items()} if isinstance(o, Mapping)
+                    else np.asarray(o, dtype=np.float32).reshape(self.n_robots, self._do))
             hist = self._history[s]
             hist.extend([rows] * (self._to if not hist else 1))  # pad a new episode's history
         need = [s for s in slots if not self._queue[s]]
         if need:
-            # [len(need) * N, To, Do]: slot-major, robots within a slot, oldest step first.
-            batch = np.stack([np.stack(self._history[s], axis=1) for s in need]).reshape(
-                len(need) * self.n_robots, self._to, self._do)
+            # [len(need) * N, To, ...]: slot-major, robots within a slot, oldest step first.
+            def window(key=None):
+                frames = [[h if key is None else h[key] for h in self._history[s]] for s in need]
+                stacked = np.stack([np.stack(f, axis=1) for f in frames])
+                return stacked.reshape(len(need) * self.n_robots, self._to, *stacked.shape[3:])
+
+            first = self._history[need[0]][0]
+            batch = ({k: window(k) for k in first} if isinstance(first, Mapping) else window())
             t0 = time.perf_counter()
             chunk = self.policy.predict_action_chunk(batch).numpy()  # [B', Ta, Da]
             dt = time.perf_counter() - t0

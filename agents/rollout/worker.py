@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agents.data.observations import stack_observations
 from agents.rollout.batch_actors import BatchActor, PerSlotBatchActor
 
 
@@ -45,7 +46,8 @@ class EpisodeResult:
     source: str
     """Who acted (``expert:scripted``, a policy run, ...)."""
     steps: dict[str, np.ndarray]
-    """Time-major ``obs`` [T, Do], ``action`` [T, Da], ``reward`` [T]."""
+    """Time-major ``obs`` [T, Do] (or ``obs.<key>`` per key of a Dict observation), ``action``
+    [T, Da], ``reward`` [T]."""
     success: bool
     """``info["is_success"]`` at the last step."""
     diverged: bool
@@ -219,7 +221,7 @@ class VecRolloutWorker:
             index=ep.index,
             seed=ep.seed,
             source=self.actor.source,
-            steps={"obs": np.asarray(ep.obs_list, dtype=np.float32),
+            steps={**stack_observations(ep.obs_list),
                    "action": np.asarray(ep.act_list, dtype=np.float32),
                    "reward": rewards},
             success=bool(info.get("is_success", False)),

@@ -20,10 +20,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from agents.data.episode_store import EpisodeStore
+from agents.data.observations import OBS, obs_keys, obs_shapes, policy_obs
 from agents.data.sampler import SequenceSampler, split_episodes
 from agents.train.checkpoint import latest_checkpoint, restore, save_checkpoint
 from agents.utils import seed_everything, versions, write_json_atomic
 from policies import Policy, make_policy
+from policies.base import tree_map
 from policies.registry import policy_class
 
 
@@ -114,11 +116,15 @@ class Batches:
 
 
 class _Batches(Batches):
-    """Random windows of an episode store's arrays, held in memory."""
+    """Random windows of an episode store's arrays, held in memory.
+
+    ``batch["obs"]`` is [B, To, Do] for an ``obs`` array, or a dict ``{key: [B, To, ...]}`` for the
+    ``obs.<key>`` arrays of a Dict observation (images stay uint8; the policy scales them).
+    """
 
     def __init__(self, data: dict[str, np.ndarray], sampler: SequenceSampler, seed: int) -> None:
         super().__init__(seed)
-        self.obs = torch.as_tensor(data["obs"])
+        self.obs = tree_map(torch.as_tensor, policy_obs(data))
         self.action = torch.as_tensor(data["action"])
         self.sampler = sampler
 
@@ -127,9 +133,8 @@ class _Batches(Batches):
 
     def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """The windows starting at the given sampler rows."""
-        obs_idx, act_idx = self.sampler.indices(rows)
-        return {"obs": self.obs[torch.as_tensor(obs_idx)],
-                "action": self.action[torch.as_tensor(act_idx)]}
+        obs_idx, act_idx = (torch.as_tensor(i) for i in self.sampler.indices(rows))
+        return {"obs": tree_map(lambda a: a[obs_idx], self.obs), "action": self.action[act_idx]}
 
 
 def _validation_loss(model: Policy, batches: Batches | None, seed: int) -> float | None:
@@ -148,10 +153,13 @@ def _validation_loss(model: Policy, batches: Batches | None, seed: int) -> float
 
 
 def build_policy(run: BcRunConfig, store: EpisodeStore) -> Policy:
-    """A fresh policy whose shapes come from the store's arrays."""
-    data_obs, data_act = store.step_shape("obs"), store.step_shape("action")
+    """A fresh policy whose shapes come from the store's arrays (``obs`` or ``obs.<key>`` ones)."""
+    keys = obs_keys(store.keys)
+    shapes = (store.step_shape(OBS) if keys == [OBS]
+              else obs_shapes({k: store.step_shape(k) for k in keys}))
     overrides = dict(run.policy_config)
-    overrides.update(obs_dim=int(np.prod(data_obs)), action_dim=int(np.prod(data_act)))
+    overrides.update(policy_class(run.policy).config_class.observation_fields(shapes),
+                     action_dim=int(np.prod(store.step_shape("action"))))
     overrides.setdefault("seed", run.train.seed)
     return make_policy(run.policy, **overrides)
 
@@ -171,16 +179,16 @@ def train_bc(run: BcRunConfig, resume: bool = False, progress: bool = True) -> P
     store = EpisodeStore.open(run.data)
     if store.n_episodes < 2 and run.train.val_fraction > 0:
         raise ValueError(f"dataset {run.data!r} has {store.n_episodes} episodes; expected >= 2")
-    missing = {"obs", "action"} - set(store.keys)
-    if missing:
-        raise ValueError(f"dataset {run.data!r} lacks arrays {sorted(missing)}; expected obs, action")
+    if "action" not in store.keys:
+        raise ValueError(f"dataset {run.data!r} lacks the array 'action'; it has {store.keys}")
+    keys = obs_keys(store.keys)
     cfg = run.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     model = build_policy(run, store)
-    data = store.load(["obs", "action"])
-    model.fit_normalizers(data["obs"], data["action"])
+    data = store.load([*keys, "action"])
+    model.fit_normalizers(policy_obs(data), data["action"])
     c = model.config
     train_eps, val_eps = split_episodes(store.n_episodes, cfg.val_fraction, cfg.seed)
     train_batches = _Batches(data, SequenceSampler(store.episode_ends, train_eps, c.n_obs_steps,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,12 +22,14 @@ from policies.diffusion.schedule import (
     sampling_steps,
 )
 from policies.diffusion.transformer import TransformerDenoiser
+from policies.encoders import ImageEncoder, LowDimEncoder
 
 ETA = {"ddim": 0.0, "ddpm": 1.0}  # DDPM-objective samplers -> eta of the shared update
 SAMPLERS = {"ddpm": ("ddpm", "ddim", "onestep"), "flow": ("euler", "heun", "onestep")}
 OBJECTIVES = tuple(SAMPLERS)
 DENOISERS = ("mlp", "unet", "transformer")
 PREDICTION_TYPES = ("epsilon", "sample")
+OBS_ENCODERS = ("state", "image")
 # The time fed to the denoiser for flow matching: s in [0, 1] scaled to the DDPM step range, so one
 # timestep embedding serves both objectives.
 FLOW_TIME_SCALE = 100.0
@@ -73,12 +78,41 @@ class DiffusionConfig(PolicyConfig):
     constraint_method: str = "none"
     """How a constraint spec given by ``set_constraints`` is enforced while sampling: ``none``,
     ``clip``, ``project``, ``guidance``, ``cbf`` or ``final`` (see ``policies.constraints``)."""
+    obs_encoder: str = "state"
+    """Observation encoder, trained with the denoiser: ``state`` (the [B, To, Do] history,
+    flattened) or ``image`` (a dict observation: a small CNN over ``image_key`` frames, concatenated
+    with the ``state_key`` features, which are ``obs_dim`` wide and range-normalized)."""
+    image_key: str = "image"
+    """``obs_encoder=image``: key of the uint8 [H, W, 3] frames in the observation dict."""
+    state_key: str = "agent_pos"
+    """``obs_encoder=image``: key of the low-dim [Do] features in the observation dict."""
+    image_shape: tuple[int, ...] = (96, 96, 3)
+    """``obs_encoder=image``: (H, W, 3) of one frame, as the env gives it."""
+    crop_shape: tuple[int, ...] = (84, 84)
+    """``obs_encoder=image``: (h, w) crop, random in training and centred at inference (Diffusion
+    Policy crops 84 of 96 pixels); the full frame turns cropping off."""
+    image_features: int = 64
+    """``obs_encoder=image``: features per frame after the spatial soft-argmax."""
+    encoder_channels: tuple[int, ...] = (32, 64, 128, 128)
+    """``obs_encoder=image``: widths of the CNN's four stride-2 convolutions (multiples of 8)."""
+    num_keypoints: int = 32
+    """``obs_encoder=image``: keypoints of the spatial soft-argmax."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
         self.unet_dims = tuple(int(h) for h in self.unet_dims)
+        self.image_shape = tuple(int(s) for s in self.image_shape)
+        self.crop_shape = tuple(int(s) for s in self.crop_shape)
+        self.encoder_channels = tuple(int(s) for s in self.encoder_channels)
+        if len(self.image_shape) != 3 or self.image_shape[2] != 3 or min(self.image_shape) < 1:
+            raise ValueError(f"image_shape={self.image_shape} is invalid; expected (H, W, 3)")
+        if len(self.crop_shape) != 2 or not all(
+                1 <= c <= s for c, s in zip(self.crop_shape, self.image_shape, strict=False)):
+            raise ValueError(f"crop_shape={self.crop_shape} is invalid; expected (h, w) with 1 <= h <= "
+                             f"{self.image_shape[0]} and 1 <= w <= {self.image_shape[1]}")
         for name, value, valid in (("denoiser", self.denoiser, DENOISERS),
+                                   ("obs_encoder", self.obs_encoder, OBS_ENCODERS),
                                    ("objective", self.objective, OBJECTIVES),
                                    ("sampler", self.sampler, SAMPLERS.get(self.objective, ())),
                                    ("prediction_type", self.prediction_type, PREDICTION_TYPES)):
@@ -95,6 +129,24 @@ class DiffusionConfig(PolicyConfig):
             raise ValueError(f"num_inference_steps={self.num_inference_steps}; expected 1 <= K <= "
                              f"num_train_timesteps={self.num_train_timesteps}")
 
+    @classmethod
+    def observation_fields(cls, shapes):
+        """Config fields for per-step observation ``shapes``.
+
+        A Box observation gives ``obs_dim``; a Dict of one (H, W, 3) image key and one (Do,) key
+        gives the image encoder's fields (``obs_encoder``, ``image_key``, ``image_shape``,
+        ``state_key``, ``obs_dim``).
+        """
+        if not isinstance(shapes, Mapping):
+            return super().observation_fields(shapes)
+        images = sorted(k for k, s in shapes.items() if len(s) == 3 and s[-1] == 3)
+        states = sorted(k for k, s in shapes.items() if len(s) == 1)
+        if len(images) != 1 or len(states) != 1 or len(shapes) != 2:
+            raise ValueError(f"dict observation {dict(shapes)} is not supported; expected one "
+                             "(H, W, 3) image key and one (Do,) low-dim key")
+        return {"obs_encoder": "image", "image_key": images[0], "state_key": states[0],
+                "image_shape": tuple(shapes[images[0]]), "obs_dim": int(shapes[states[0]][0])}
+
 
 class DiffusionPolicy(Policy):
     """Conditional DDPM over action chunks; the observation history is the condition."""
@@ -105,7 +157,15 @@ class DiffusionPolicy(Policy):
     def __init__(self, config: DiffusionConfig) -> None:
         super().__init__(config)
         c = config
-        cond_dim = c.n_obs_steps * c.obs_dim
+        if c.obs_encoder == "image":
+            H, W, C = c.image_shape
+            self.obs_encoder: nn.Module = ImageEncoder(
+                (C, H, W), n_obs_steps=c.n_obs_steps, agent_pos_dim=c.obs_dim,
+                feature_dim=c.image_features, crop_shape=c.crop_shape,
+                channels=c.encoder_channels, num_keypoints=c.num_keypoints)
+        else:
+            self.obs_encoder = LowDimEncoder(c.obs_dim, c.n_obs_steps)
+        cond_dim = self.obs_encoder.out_dim
         if c.denoiser == "mlp":
             self.denoiser: nn.Module = MlpDenoiser(c.horizon, c.action_dim, cond_dim, c.hidden_dims)
         elif c.denoiser == "unet":
@@ -146,18 +206,20 @@ class DiffusionPolicy(Policy):
         """[B, To, Do] normalized -> [B, H, Da] normalized, from noise by the configured sampler.
 
         Args:
-            obs: [B, To, Do] normalized observations.
+            obs: [B, To, Do] normalized observations, or for ``obs_encoder=image`` the dict
+                ``prepare_obs`` returns (the encoder runs once per chunk, over all B * To frames).
             noise: [B, H, Da] initial noise (default: drawn from the policy's generator).
             sampler: Override of ``config.sampler`` (distillation asks for a deterministic one).
         """
         c = self.config
-        cond = obs.flatten(1)
-        shape = (obs.shape[0], c.horizon, c.action_dim)
+        cond = self.obs_encoder(obs)
+        shape = (cond.shape[0], c.horizon, c.action_dim)
         warm = noise is None and c.warm_start > 0 and self._last is not None and self._last.shape == shape
         x = torch.randn(shape, generator=self.generator) if noise is None else noise
         sampler = sampler or c.sampler
         if self._constraint is not None:
-            self._constraint.begin(self.obs_normalizer.unnormalize(obs[:, -1]))
+            state = obs["agent_pos"] if isinstance(obs, Mapping) else obs
+            self._constraint.begin(self.obs_normalizer.unnormalize(state[:, -1]))
         if sampler == "onestep":
             t = torch.full((shape[0],), c.num_train_timesteps - 1, dtype=torch.long)
             out = self.denoiser(x, t, cond)
@@ -231,8 +293,47 @@ class DiffusionPolicy(Policy):
                 previous = x1
         return x.clamp(-1.0, 1.0) if c.clip_sample else x
 
+    def prepare_obs(self, obs: Any) -> Any:
+        """Raw observations -> checked, normalized input.
+
+        With images the input is ``{image_key: [B, To, H, W, 3] uint8 (or float in [0, 1]),
+        state_key: [B, To, Do]}`` and the output ``{"image": the frames unchanged, "agent_pos":
+        [B, To, Do] normalized}``: the image encoder scales and crops the frames itself.
+        """
+        if self.config.obs_encoder != "image":
+            return super().prepare_obs(obs)
+        c = self.config
+        if not isinstance(obs, Mapping) or not {c.image_key, c.state_key} <= obs.keys():
+            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
+            raise ValueError(f"observation is {got}; expected a dict with keys {c.image_key!r} and "
+                             f"{c.state_key!r}")
+        image = _tensor(obs[c.image_key])
+        state = _tensor(obs[c.state_key]).float()
+        if image.ndim != 5 or image.shape[1:] != (c.n_obs_steps, *c.image_shape):
+            raise ValueError(f"observation {c.image_key!r} has shape {tuple(image.shape)}; expected "
+                             f"[B, {c.n_obs_steps}, {', '.join(map(str, c.image_shape))}]")
+        if state.shape != (image.shape[0], c.n_obs_steps, c.obs_dim):
+            raise ValueError(f"observation {c.state_key!r} has shape {tuple(state.shape)}; expected "
+                             f"[{image.shape[0]}, {c.n_obs_steps}, {c.obs_dim}]")
+        if not torch.isfinite(state).all():
+            raise ValueError(f"observation {c.state_key!r} has non-finite values; expected finite numbers")
+        return {"image": image, "agent_pos": self.obs_normalizer.normalize(state)}
+
+    def normalize_obs(self, obs: Any) -> Any:
+        """Training batches: the same as ``prepare_obs`` for images, the range normalizer for states."""
+        return self.prepare_obs(obs) if self.config.obs_encoder == "image" else super().normalize_obs(obs)
+
+    def is_single_obs(self, obs: Any) -> bool:
+        """One observation: a [Do] state, or a dict whose image is one [H, W, 3] frame."""
+        return obs[self.config.image_key].ndim == 3 if isinstance(obs, Mapping) else obs.ndim == 1
+
     def fit_normalizers(self, obs, actions) -> None:
-        """A student copies its teacher's statistics: its targets live in the teacher's units."""
+        """Fit the state and action ranges (a dict observation: its ``state_key`` features only).
+
+        A student copies its teacher's statistics: its targets live in the teacher's units.
+        """
+        if isinstance(obs, Mapping):
+            obs = obs[self.config.state_key]
         if self.config.sampler == "onestep" and self.config.teacher:
             teacher = self._teacher()
             self.obs_normalizer.load_state_dict(teacher.obs_normalizer.state_dict())
@@ -260,7 +361,7 @@ class DiffusionPolicy(Policy):
         obs, actions = self.normalized_batch(batch)
         c = self.config
         B = actions.shape[0]
-        cond = obs.flatten(1)
+        cond = self.obs_encoder(obs)
         noise = torch.randn_like(actions)
         if c.sampler == "onestep" and c.teacher:
             # The teacher's deterministic sampler (DDIM or Euler/Heun) from the same noise is the
@@ -287,3 +388,7 @@ class DiffusionPolicy(Policy):
             target = noise if c.prediction_type == "epsilon" else actions
         loss = nn.functional.mse_loss(pred, target)
         return loss, {"mse": float(loss.detach())}
+
+
+def _tensor(x: Any) -> torch.Tensor:
+    return x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))

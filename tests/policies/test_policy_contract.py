@@ -206,3 +206,99 @@ def test_warm_start_runs_only_the_remaining_steps(objective, sampler):
     p.reset()
     p.predict_action_chunk(obs)
     assert len(calls) == 10  # reset forgets the last chunk
+
+
+# Image observations (PushTImage-v0's dict): the image encoder in front of each denoiser.
+IMG, CROP = (32, 32, 3), (28, 28)  # 28 -> a 2x2 map after four stride-2 convs
+IMAGE_KW = {"obs_encoder": "image", "image_shape": IMG, "crop_shape": CROP, "image_features": 8,
+            "encoder_channels": (8, 8, 8, 8), "num_keypoints": 4}
+IMAGE_VARIANTS = [{"denoiser": d, **s} for d in DENOISERS for s in SAMPLER_SETS[:1] + SAMPLER_SETS[4:5]]
+IMAGE_IDS = [f"image-{kw['denoiser']}-{kw['sampler']}" for kw in IMAGE_VARIANTS]
+P = 2  # agent_pos features
+
+
+def _image_policy(**kw):
+    p = make_policy("diffusion", obs_dim=P, action_dim=DA, n_obs_steps=TO, horizon=H, n_action_steps=TA,
+                    **{**SMALL["diffusion"], **IMAGE_KW, **kw})
+    g = torch.Generator().manual_seed(0)
+    p.fit_normalizers({"agent_pos": torch.rand(100, P, generator=g) * 500}, torch.rand(100, DA, generator=g))
+    return p
+
+
+def _image_obs(B, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randint(0, 256, (B, TO, *IMG), dtype=torch.uint8, generator=g),
+            "agent_pos": torch.rand(B, TO, P, generator=g) * 500}
+
+
+def test_image_config_builds_from_defaults_with_96px_frames():
+    p = make_policy("diffusion", obs_dim=P, action_dim=DA, obs_encoder="image")
+    assert p.config.image_shape == (96, 96, 3) and p.config.crop_shape == (84, 84)
+    assert sum(t.numel() for t in p.obs_encoder.parameters()) > 0
+
+
+@pytest.mark.parametrize("kw", IMAGE_VARIANTS, ids=IMAGE_IDS)
+def test_image_loss_and_gradients_reach_the_encoder(kw):
+    p = _image_policy(**kw)
+    loss, _ = p.compute_loss({"obs": _image_obs(6), "action": torch.rand(6, H, DA)})
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    grads = [t.grad for t in p.parameters() if t.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    # Trained end to end: the CNN's first convolution gets a gradient from the denoising loss.
+    assert p.obs_encoder.backbone[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kw", IMAGE_VARIANTS, ids=IMAGE_IDS)
+def test_image_chunk_shapes_one_encoder_call_and_input_not_mutated(kw):
+    p = _image_policy(**kw).eval()
+    obs = _image_obs(7)
+    before = {k: v.clone() for k, v in obs.items()}
+    calls = []
+    p.obs_encoder.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    chunk = p.predict_action_chunk({k: v.numpy() for k, v in obs.items()})  # numpy in, as from envs
+    assert chunk.shape == (7, TA, DA) and torch.isfinite(chunk).all()
+    assert calls == [(7 * TO, 3, *CROP)]  # all B * To frames in one call, centre-cropped
+    assert all(torch.equal(obs[k], before[k]) for k in obs)
+    with pytest.raises(ValueError, match=r"\[B, 2, 32, 32, 3\]"):
+        p.predict_action_chunk({"image": obs["image"][:, :1], "agent_pos": obs["agent_pos"]})
+    with pytest.raises(ValueError, match="'image' and 'agent_pos'"):
+        p.predict_action_chunk(obs["agent_pos"])
+
+
+@pytest.mark.parametrize("kw", IMAGE_VARIANTS, ids=IMAGE_IDS)
+def test_image_save_load_gives_identical_actions(kw, tmp_path):
+    p = _image_policy(**kw).eval()
+    save_policy(p, tmp_path / "p")
+    q, _ = load_policy(tmp_path / "p")
+    assert q.config == p.config  # tuples survive the JSON round trip
+    obs = _image_obs(5)
+    p.reset(seed=3)
+    q.reset(seed=3)
+    assert torch.equal(p.predict_action_chunk(obs), q.predict_action_chunk(obs))
+
+
+def test_image_select_action_serves_chunks_for_one_or_many_envs():
+    p = _image_policy().eval()
+    p.reset(seed=0)
+    one = {"image": np.zeros(IMG, np.uint8), "agent_pos": np.zeros(P, np.float32)}
+    assert [p.select_action(one).shape for _ in range(TA + 1)] == [(DA,)] * (TA + 1)
+    p.reset()
+    many = {"image": np.zeros((4, *IMG), np.uint8), "agent_pos": np.zeros((4, P), np.float32)}
+    assert p.select_action(many).shape == (4, DA)
+
+
+def test_image_observation_fields_come_from_the_dict_shapes():
+    from policies.diffusion.policy import DiffusionConfig
+
+    fields = DiffusionConfig.observation_fields({"image": (96, 96, 3), "agent_pos": (2,)})
+    assert fields == {"obs_encoder": "image", "image_key": "image", "state_key": "agent_pos",
+                      "image_shape": (96, 96, 3), "obs_dim": 2}
+    assert DiffusionConfig.observation_fields((5,)) == {"obs_dim": 5}
+    with pytest.raises(ValueError, match="one \\(H, W, 3\\) image key"):
+        DiffusionConfig.observation_fields({"a": (2,), "b": (3,)})
+    with pytest.raises(ValueError, match="flat observations only"):
+        POLICIES["mlp"].config_class.observation_fields({"image": (96, 96, 3), "agent_pos": (2,)})
+    with pytest.raises(ValueError, match="crop_shape=\\(90, 90\\)"):
+        make_policy("diffusion", obs_dim=2, action_dim=2, obs_encoder="image", image_shape=(64, 64, 3),
+                    crop_shape=(90, 90))
