@@ -3,11 +3,14 @@
 A checkpoint is a folder ``checkpoints/step_XXXXXXX`` holding ``policy.*`` (EMA weights, loadable
 by ``load_policy``) and ``train_state.*`` (raw weights, optimizer, scheduler, RNG). Each file is
 written atomically and ``checkpoints/latest.json`` is renamed into place last, so the latest
-checkpoint always loads, whatever moment a crash picks.
+checkpoint always loads, whatever moment a crash picks. ``latest.json`` also holds the sha256 of
+every file of the checkpoint: a flipped byte anywhere in it is reported, naming the file, before
+anything is parsed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -72,24 +75,54 @@ def save_checkpoint(
         "sha256": digest,
         **extra,
     })
-    write_json_atomic(folder / LATEST, {"step": step, "path": ckpt.name})
+    files = {f.name: _sha256(f) for f in sorted(ckpt.iterdir()) if not f.name.endswith(".tmp")}
+    write_json_atomic(folder / LATEST, {"step": step, "path": ckpt.name, "files": files})
     for old in sorted(folder.glob("step_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return ckpt
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
-    """The folder ``latest.json`` points at, or ``None`` when there is no checkpoint yet."""
+    """The folder ``latest.json`` points at, or ``None`` when there is no checkpoint yet.
+
+    Raises:
+        ValueError: The pointer is unreadable, or a file of the checkpoint is missing or does not
+            match the sha256 recorded when it was written.
+    """
     pointer = folder / LATEST
     if not pointer.is_file():
         return None
-    return folder / json.loads(pointer.read_text())["path"]
+    try:
+        doc = json.loads(pointer.read_text())
+        ckpt = folder / str(doc["path"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"checkpoint pointer {str(pointer)!r} is corrupt ({exc}); expected "
+                         '{"step", "path", "files"}') from exc
+    if ckpt.parent != folder:
+        raise ValueError(f"checkpoint pointer {str(pointer)!r} names {doc['path']!r}; expected a "
+                         "folder inside the checkpoints folder")
+    for name, digest in (doc.get("files") or {}).items():  # runs written before 2026-12 have none
+        path = ckpt / name
+        if not path.is_file():
+            raise ValueError(f"checkpoint file {str(path)!r} is missing; expected it beside {LATEST}")
+        if (found := _sha256(path)) != digest:
+            raise ValueError(f"checkpoint file {str(path)!r} has sha256 {found[:12]}...; expected "
+                             f"{digest[:12]}... (corrupt or changed after it was written)")
+    return ckpt
 
 
 def load_train_state(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and JSON of a checkpoint's training state."""
+    """Tensors and JSON of a checkpoint's training state (the tensors' sha256 checked first)."""
     doc = json.loads((ckpt / "train_state.json").read_text())
-    return load_file(str(ckpt / "train_state.safetensors")), doc
+    weights = ckpt / "train_state.safetensors"
+    if (found := _sha256(weights)) != doc["sha256"]:
+        raise ValueError(f"training state {str(weights)!r} has sha256 {found[:12]}...; expected "
+                         f"{doc['sha256'][:12]}... (corrupt or mismatched file)")
+    return load_file(str(weights)), doc
 
 
 def restore(
