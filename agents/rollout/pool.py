@@ -6,7 +6,8 @@ queued so it never waits for the driver. Results stream back call by call, in co
 Fault tolerance: a Ray worker that dies (SIGKILL, OOM, segfault) is restarted by Ray
 (``max_restarts``) and the episodes of its lost calls are run again from their seeds, so they come
 out the same; a worker whose env step runs over ``step_timeout`` is reported with its worker and
-env index, killed and restarted the same way. An episode that fails ``max_attempts`` times ends the
+env index (kept in :attr:`RolloutPool.hangs`, with how long detection took), killed and restarted
+the same way. An episode that fails ``max_attempts`` times ends the
 run with :class:`RolloutError`. Nothing is yielded twice: a lost call returns nothing.
 """
 
@@ -23,6 +24,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from agents.rollout.hang_watch import HangReport, RayHangWatch
+from agents.rollout.ray_session import init_ray
 from agents.rollout.worker import EpisodeResult, StepTimeoutError, VecRolloutWorker
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,10 @@ class PoolConfig:
     """Restarts Ray grants each worker actor."""
     max_attempts: int = 3
     """Runs of one episode (its first included) before the rollout gives up."""
+    spread: bool = False
+    """Place Ray workers on as many nodes as possible (Ray's SPREAD strategy) instead of packing."""
+    dashboard: bool = False
+    """Start the embedded Ray with its dashboard, on 127.0.0.1 (needs ``ray[default]``)."""
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -77,28 +84,6 @@ class PoolConfig:
         return self.workers > 0 or self.ray_address is not None
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start Ray embedded (no dashboard, bound to 127.0.0.1) or join ``address``; no-op if running."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return
-    # Ray gives its raylet a fixed 30 s to register; an overloaded machine can miss that window.
-    for attempt in range(3):
-        try:
-            ray.init(include_dashboard=False, num_cpus=num_cpus or os.cpu_count(),
-                     _node_ip_address="127.0.0.1", log_to_driver=False)
-            return
-        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on this timeout
-            ray.shutdown()
-            if attempt == 2 or "timed out during startup" not in str(exc):
-                raise
-            log.warning("Ray did not start in time (%s); trying again", exc)
-
-
 class RolloutPool:
     """W rollout workers of M envs each (or one in-process worker), fed job lists.
 
@@ -112,9 +97,10 @@ class RolloutPool:
                  config: PoolConfig | None = None) -> None:
         self.config = config or PoolConfig()
         self.env_factory, self.actor_factory = env_factory, actor_factory
-        # Worker -> (why the pool killed it, when, the hung episode): reported with the calls it loses.
-        self._kill_reasons: dict[int, tuple[str, float, int | None]] = {}
-        self._beats: dict[int, tuple[Any, float]] = {}  # worker -> (heartbeat asked for, when)
+        # Worker -> (why the pool killed it, the hung episode): reported with the calls it loses.
+        self._kill_reasons: dict[int, tuple[str, int | None]] = {}
+        self.hangs: list[HangReport] = []
+        """Every env step reported as hung, in the order reported."""
         c = self.config
         if not c.uses_ray:
             self._local = self._new_local_worker()
@@ -123,13 +109,18 @@ class RolloutPool:
         import ray
 
         workers = max(c.workers, 1)
-        init_ray(c.ray_address, max(os.cpu_count() or 1, math.ceil(workers * c.cpus_per_worker)))
-        remote = ray.remote(concurrency_groups={"control": 1})(VecRolloutWorker).options(
-            num_cpus=c.cpus_per_worker, max_restarts=c.max_restarts, max_task_retries=0)
-        # The pool watches Ray workers through heartbeats; in-worker alarms are for the main thread.
+        init_ray(c.ray_address, max(os.cpu_count() or 1, math.ceil(workers * c.cpus_per_worker)),
+                 c.dashboard)
+        # "control": a hang watch and a ping may run beside ``run_jobs`` and beside each other.
+        remote = ray.remote(concurrency_groups={"control": 2})(VecRolloutWorker).options(
+            num_cpus=c.cpus_per_worker, max_restarts=c.max_restarts, max_task_retries=0,
+            scheduling_strategy="SPREAD" if c.spread else "DEFAULT")
+        # The pool watches Ray workers (``watch`` calls); in-worker alarms are for the main thread.
         self._actors = [remote.remote(env_factory, actor_factory, c.envs_per_worker, i, None)
                         for i in range(workers)]
         self._local = None
+        self._hang_watch = (RayHangWatch(self._actors, c.step_timeout, self._on_hang)
+                            if c.step_timeout else None)
         self.worker_pids()  # every worker built (construction errors surface here) and watchable
 
     def _new_local_worker(self) -> VecRolloutWorker:
@@ -152,6 +143,18 @@ class RolloutPool:
         if self._local is not None:
             return [os.getpid()]
         return [self._ready(w) for w in range(len(self._actors))]
+
+    def placement(self) -> list[dict[str, Any]]:
+        """Where each worker runs: ``{"worker", "pid", "node_id"}`` (``node_id`` None in-process)."""
+        if self._local is not None:
+            return [{"worker": 0, "pid": os.getpid(), "node_id": None}]
+        import ray
+
+        pids = self.worker_pids()
+        nodes = ray.get([a.node_id.options(concurrency_group="control").remote()
+                         for a in self._actors])
+        return [{"worker": w, "pid": pid, "node_id": node}
+                for w, (pid, node) in enumerate(zip(pids, nodes, strict=True))]
 
     def _ready(self, w: int) -> int:
         """Wait until worker ``w`` is up (pinged, see :meth:`_ping`) and return its pid."""
@@ -205,6 +208,11 @@ class RolloutPool:
             try:
                 results = self._local.run_jobs(call)
             except StepTimeoutError as exc:
+                # The alarm raises inside the hung step: detection is the moment of the report.
+                self.hangs.append(HangReport(
+                    worker=exc.worker, env_index=exc.env_index, episode_index=exc.episode_index,
+                    seed=exc.seed, limit=self.config.step_timeout, stalled_for=exc.seconds,
+                    detection_latency=exc.seconds))
                 # The interrupted env may be mid-step: rebuild the worker's envs from the factory.
                 self._local.close()
                 self._local = self._new_local_worker()
@@ -232,6 +240,9 @@ class RolloutPool:
                     call = calls.popleft()
                     inflight[self._actors[w].run_jobs.remote(call)] = (w, call)
                     load[w] += 1
+            busy = {w for w, _ in inflight.values()} - set(restarting)
+            if self._hang_watch is not None:
+                self._hang_watch.arm(busy)
             if not inflight:
                 if not alive:
                     raise RolloutError("every rollout worker died and used up its restarts "
@@ -239,20 +250,27 @@ class RolloutPool:
                 ray.wait(list(restarting.values()), num_returns=1, timeout=poll)
                 time.sleep(0.05)  # a ping to a restarting actor may fail at once: do not spin
                 continue
-            done, _ = ray.wait(list(inflight), num_returns=1, timeout=poll)
+            watching = self._hang_watch.refs() if self._hang_watch is not None else []
+            done, _ = ray.wait(list(inflight) + watching, num_returns=1, timeout=poll)
+            if self._hang_watch is not None:
+                self._hang_watch.check_unresponsive()
             if not done:
-                self._watch({w for w, _ in inflight.values()} - set(restarting))
+                continue
+            if done[0] not in inflight:
+                self._hang_watch.answered(done[0])
                 continue
             w, call = inflight.pop(done[0])
             load[w] -= 1
             try:
                 results = ray.get(done[0])
             except RayActorError as exc:
-                reason, _, culprit = self._kill_reasons.get(
-                    w, (f"worker {w} died ({type(exc).__name__})", 0.0, None))
+                reason, culprit = self._kill_reasons.get(
+                    w, (f"worker {w} died ({type(exc).__name__})", None))
                 self._charge(attempts, call, reason,
                              culprit if any(i == culprit for i, _ in call) else None)
                 calls.appendleft(call)
+                if self._hang_watch is not None:
+                    self._hang_watch.forget(w)
                 if isinstance(exc, ActorDiedError):  # restarts used up: Ray will not bring it back
                     alive.discard(w)
                 elif w not in restarting:
@@ -287,45 +305,15 @@ class RolloutPool:
             else:
                 del restarting[w]
 
-    def _watch(self, busy: set[int]) -> None:
-        """Kill (for Ray to restart) each busy worker whose env step ran over ``step_timeout``.
-
-        Heartbeats are asked for without blocking and read at the next poll, so a slow answer
-        from a loaded machine is not taken for a hang; a worker that does not answer at all for
-        ``step_timeout + 10`` s (a step holding the GIL starves the heartbeat thread) is killed too.
-        """
+    def _on_hang(self, report: HangReport) -> None:
+        """Record a hang and kill its worker for Ray to restart (its lost calls are re-run)."""
         import ray
-        from ray.exceptions import RayActorError
 
-        limit = self.config.step_timeout
-        now = time.monotonic()
-        for w in sorted(busy):
-            if now - self._kill_reasons.get(w, ("", -math.inf, None))[1] < limit:
-                continue  # killed moments ago: let Ray restart it first
-            if w not in self._beats:
-                beat_ref = self._actors[w].heartbeat.options(concurrency_group="control").remote()
-                self._beats[w] = (beat_ref, now)
-                continue
-            beat_ref, asked = self._beats[w]
-            if not ray.wait([beat_ref], timeout=0)[0]:
-                if now - asked < limit + 10.0:
-                    continue
-                reason, culprit = f"worker {w} unresponsive for {now - asked:.1f} s", None
-            else:
-                del self._beats[w]
-                try:
-                    beat = ray.get(beat_ref)
-                except RayActorError:
-                    continue  # already dead: its calls fail and are re-run
-                if beat is None or beat["seconds"] <= limit:
-                    continue
-                culprit = beat["episode_index"]
-                reason = str(StepTimeoutError(w, beat["env_index"], culprit, beat["seed"],
-                                              beat["seconds"]))
-            log.warning("%s; killing it for a restart", reason)
-            self._beats.pop(w, None)
-            self._kill_reasons[w] = (reason, time.monotonic(), culprit)
-            ray.kill(self._actors[w], no_restart=False)
+        log.warning("%s; killing it for a restart (detected %.3f s after the step began)",
+                    report.message, report.detection_latency)
+        self.hangs.append(report)
+        self._kill_reasons[report.worker] = (report.message, report.episode_index)
+        ray.kill(self._actors[report.worker], no_restart=False)
 
     # -- RL stepping ----------------------------------------------------------------------------
     def call_workers(self, method: str, args_per_worker: Sequence[tuple]) -> list[Any]:
@@ -342,12 +330,19 @@ class RolloutPool:
         refs = [getattr(a, method).remote(*args) for a, args in
                 zip(self._actors, args_per_worker, strict=True)]
         poll = min(1.0, self.config.step_timeout / 2) if self.config.step_timeout else None
-        pending = set(refs)
+        pending, watch = set(refs), self._hang_watch
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=poll)
-            pending -= set(done)
-            if pending:
-                self._watch({refs.index(r) for r in pending})
+            if watch is not None:
+                watch.arm({refs.index(r) for r in pending})
+            done, _ = ray.wait(list(pending) + (watch.refs() if watch else []), num_returns=1,
+                               timeout=poll)
+            if watch is not None:
+                watch.check_unresponsive()
+            for ref in done:
+                if ref in pending:
+                    pending.discard(ref)
+                else:
+                    watch.answered(ref)
         try:
             return ray.get(refs)
         except RayActorError as exc:

@@ -30,7 +30,7 @@ class StepTimeoutError(RuntimeError):
     def __init__(self, worker: int, env_index: int, episode_index: int | None, seed: int | None,
                  seconds: float) -> None:
         self.worker, self.env_index = worker, env_index
-        self.episode_index, self.seed = episode_index, seed
+        self.episode_index, self.seed, self.seconds = episode_index, seed, seconds
         super().__init__(f"env step hung: worker {worker}, env {env_index} (episode "
                          f"{episode_index}, seed {seed}) ran over {seconds:.1f} s")
 
@@ -120,14 +120,42 @@ class VecRolloutWorker:
         """Process id (tests kill workers by it)."""
         return os.getpid()
 
+    def node_id(self) -> str | None:
+        """The Ray node this worker runs on (hex id), or ``None`` outside Ray."""
+        import sys
+
+        ray = sys.modules.get("ray")  # never import Ray into an in-process worker
+        if ray is None or not ray.is_initialized():
+            return None
+        return ray.get_runtime_context().get_node_id()
+
     def heartbeat(self) -> dict[str, Any] | None:
         """The env step in progress: worker, env slot, episode, seed, seconds so far; or ``None``."""
-        now = self._stepping
+        return self._beat(self._stepping)
+
+    def _beat(self, now: tuple[int, int | None, int | None, float] | None) -> dict[str, Any] | None:
         if now is None:
             return None
         slot, index, seed, t0 = now
         return {"worker": self.worker_index, "env_index": slot, "episode_index": index,
-                "seed": seed, "seconds": time.monotonic() - t0}
+                "seed": seed, "seconds": time.monotonic() - t0, "answered_at": time.time()}
+
+    def watch(self, limit: float, wait: float) -> dict[str, Any] | None:
+        """Block up to ``wait`` s; return the heartbeat the moment an env step runs over ``limit`` s.
+
+        Served from a second thread beside a running ``run_jobs``: it sleeps until the step in
+        progress would cross ``limit`` (so a hang is seen ``limit`` s after it began, not at the
+        next poll) and looks again every ``limit / 4`` s between steps. ``None``: no hang so far.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            now, t = self._stepping, time.monotonic()
+            if now is not None and t - now[3] > limit:
+                return self._beat(now)
+            if t >= deadline:
+                return None
+            until = now[3] + limit if now is not None else t + limit / 4
+            time.sleep(max(min(until, deadline) - t, 0.0) + 1e-4)
 
     def _step(self, slot: int, action: np.ndarray, index: int | None = None,
               seed: int | None = None):
