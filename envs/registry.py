@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,9 +144,9 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
 
 
 def _load(entry: str) -> Callable[..., Any]:
+    # ``entry`` comes from the registry in code (``"envs.experts.point:ScriptedExpert"``), never data.
     module, name = entry.split(":")
-    mod = __import__(module, fromlist=[name])
-    return getattr(mod, name)
+    return getattr(importlib.import_module(module), name)
 
 
 def make_expert(env_id: str, name: str, env: gym.Env):

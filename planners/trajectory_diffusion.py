@@ -24,12 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from policies.diffusion.denoisers import MlpDenoiser, UNet1DDenoiser
 from policies.diffusion.schedule import add_noise, cosine_alphas_cumprod, reverse_step, sampling_steps
-from policies.io import save_tensors_atomic
+from policies.io import atomic_write_text, load_tensors_verified, save_tensors_atomic
 
 START_DIMS = 4
 """Entries of the first step fixed by inpainting: the whole state ``(x, y, vx, vy)``."""
@@ -146,7 +145,7 @@ class TrajectoryModel(nn.Module):
         sha = save_tensors_atomic(dict(self.state_dict()), folder / "model.safetensors")
         meta = {"format": "kinodiff.trajectory_diffusion", "version": 1,
                 "config": asdict(self.config), "sha256": sha}
-        (folder / "model.json").write_text(json.dumps(meta, indent=2))
+        atomic_write_text(folder / "model.json", json.dumps(meta, indent=2))
         return folder
 
     @classmethod
@@ -159,7 +158,8 @@ class TrajectoryModel(nn.Module):
                              "written by TrajectoryModel.save (python -m agents.train.trajectory)")
         meta = json.loads(meta_path.read_text())
         config = TrajectoryModelConfig(**meta["config"])
-        tensors = load_file(str(folder / "model.safetensors"))
+        tensors = load_tensors_verified(folder / "model.safetensors", meta["sha256"],
+                                        "trajectory model weights")
         model = cls(config, tensors["low"], tensors["low"] + tensors["span"])
         model.load_state_dict(tensors)
         return model.eval()

@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from policies.base import Policy
-from policies.io import atomic_write_text, save_tensors_atomic
+from policies.io import atomic_write_text, load_tensors_verified, save_tensors_atomic
 from policies.layers import mlp
 
 CRITIC_WEIGHTS, CRITIC_CONFIG = "critic.safetensors", "critic.json"
@@ -70,8 +69,9 @@ def load_critic(folder: str | Path) -> ChunkCritic:
     if not (folder / CRITIC_CONFIG).is_file():
         raise FileNotFoundError(f"no critic at {str(folder)!r}; expected {CRITIC_CONFIG} there")
     doc = json.loads((folder / CRITIC_CONFIG).read_text())
+    tensors = load_tensors_verified(folder / CRITIC_WEIGHTS, doc["weights_sha256"], "critic weights")
     critic = ChunkCritic(ChunkCriticConfig(**doc["config"]))
-    critic.load_state_dict(load_file(str(folder / CRITIC_WEIGHTS)))
+    critic.load_state_dict(tensors)
     return critic.eval()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from policies.base import Policy
@@ -41,6 +42,29 @@ def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> str:
     digest = _sha256(tmp)
     os.replace(tmp, path)
     return digest
+
+
+def load_tensors_verified(path: Path, sha256: str, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, after its sha256 matched ``sha256``.
+
+    Nothing is parsed before the digest matches, and the parser is safetensors' (a JSON header
+    and raw bytes, no pickle), so a tampered or foreign file fails with one clear error.
+
+    Args:
+        path: The ``.safetensors`` file.
+        sha256: The digest recorded when it was written.
+        what: What it is, for the message (e.g. ``"policy weights"``).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} are missing")
+    digest = _sha256(path)
+    if digest != sha256:
+        raise ValueError(f"{what} {str(path)!r} have sha256 {digest[:12]}...; expected "
+                         f"{str(sha256)[:12]}... (corrupt or mismatched file)")
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise ValueError(f"{what} {str(path)!r} are not a safetensors file ({exc})") from None
 
 
 def save_policy(policy: Policy, folder: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
@@ -86,15 +110,9 @@ def load_policy(folder: str | os.PathLike) -> tuple[Policy, dict[str, Any]]:
     """
     folder = Path(folder)
     doc = read_policy_config(folder)
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise FileNotFoundError(f"policy weights {str(weights)!r} are missing")
-    digest = _sha256(weights)
-    if digest != doc["weights_sha256"]:
-        raise ValueError(f"policy weights {str(weights)!r} have sha256 {digest[:12]}...; "
-                         f"expected {doc['weights_sha256'][:12]}... (corrupt or mismatched file)")
+    tensors = load_tensors_verified(folder / WEIGHTS, doc["weights_sha256"], "policy weights")
     cls = policy_class(doc["policy"])
     policy = cls(cls.config_class(**doc["config"]))
-    policy.load_state_dict(load_file(str(weights)))
+    policy.load_state_dict(tensors)
     policy.eval()
     return policy, doc.get("metadata", {})

@@ -40,7 +40,7 @@ class SimRobotServer:
         self.env = make_env(env_id, **(env_kwargs or {}))
         self.action_dim = int(np.prod(self.env.action_space.shape))
         self.stats = {"commands": 0, "holds": 0, "stops": 0, "rejected": 0, "ignored_after_done": 0,
-                      "resets": 0, "non_finite_received": 0}
+                      "resets": 0, "non_finite_received": 0, "malformed_frames": 0}
         self.seq = 0
         self.done = True
         self.success = False
@@ -117,6 +117,14 @@ class SimRobotServer:
             try:
                 msg = reader.read(None)
             except (ConnectionError, OSError):
+                return
+            except ValueError as exc:  # oversized or malformed: answer once, then hang up
+                self.stats["malformed_frames"] += 1
+                print(f"sim_server: refused a frame and closed the connection: {exc}", file=sys.stderr)
+                try:
+                    sock.sendall(encode({"op": "error", "id": None, "message": str(exc)[:500]}))
+                except OSError:
+                    pass
                 return
             if msg is None or msg["op"] == "close":
                 return

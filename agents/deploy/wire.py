@@ -3,7 +3,9 @@
 A frame is a 4-byte big-endian unsigned length ``N`` followed by ``N`` bytes of UTF-8 JSON holding
 one object with an ``"op"`` field. Numbers are JSON numbers (Python writes float64 exactly as its
 shortest round-trip repr); a non-finite observation value travels as ``NaN``/``Infinity``, which
-Python's json reads back. Frames above ``MAX_FRAME`` bytes are refused.
+Python's json reads back. Frames above ``MAX_FRAME`` bytes are refused from their header, before
+their body is read; a frame that is not a JSON object with a string ``op`` is refused too, and the
+receiver closes the connection (a stream that held one bad frame cannot be trusted to be in step).
 
 Controller -> robot (``id`` is echoed in the reply, so a late reply to a timed-out request is
 recognised and dropped)::
@@ -66,9 +68,12 @@ class FrameReader:
             return None
         body = bytes(self._buf[HEADER.size:HEADER.size + n])
         del self._buf[:HEADER.size + n]
-        message = json.loads(body)
-        if not isinstance(message, dict) or "op" not in message:
-            raise ValueError(f"frame {body[:80]!r} is not a JSON object with an 'op'")
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested without end
+            raise ValueError(f"frame {body[:80]!r} is not JSON ({type(exc).__name__})") from None
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            raise ValueError(f"frame {body[:80]!r} is not a JSON object with a string 'op'")
         return message
 
     def read(self, timeout: float | None) -> dict[str, Any] | None:

@@ -90,7 +90,8 @@ class PolicyActor:
 class Sb3ExpertActor:
     """A trained stable-baselines3 model acting deterministically (``--expert sb3:PATH``).
 
-    Note: SB3's zip format stores some entries with cloudpickle, so only load models you trust.
+    The zip is loaded without unpickling (``agents.train.sb3_safe``): SB3 would otherwise run the
+    cloudpickled entries of its ``data`` file, whoever wrote them.
     """
 
     ALGOS = ("PPO", "SAC", "TD3", "A2C", "DDPG")
@@ -108,12 +109,20 @@ class Sb3ExpertActor:
         if not Path(file).is_file():
             raise FileNotFoundError(f"SB3 model {file!r} not found; expected a .zip saved by SB3")
         if not algo:
-            # The policy class's module names the algorithm; actor-critic policies are PPO's.
-            module = json.loads(zipfile.ZipFile(file).read("data"))["policy_class"]["__module__"]
-            algo = module.split(".")[1] if ".common." not in module else "ppo"
+            # The policy class's module names the algorithm; actor-critic policies are PPO's. The
+            # entry is read as plain text; load_sb3 below refuses a module outside SB3.
+            try:
+                entry = json.loads(zipfile.ZipFile(file).read("data"))["policy_class"]
+                parts = str(entry.get("__module__", "")).split(".")
+            except (zipfile.BadZipFile, KeyError, ValueError, AttributeError) as exc:
+                raise ValueError(f"SB3 model {file!r} is not an SB3 zip ({exc})") from None
+            algo = parts[1] if len(parts) > 2 and parts[0] == "stable_baselines3" else "ppo"
+            algo = "ppo" if algo == "common" else algo
         if algo.upper() not in self.ALGOS:
             raise ValueError(f"SB3 algorithm {algo!r} is not supported; expected one of {self.ALGOS}")
-        self.model = getattr(stable_baselines3, algo.upper()).load(file, device="cpu")
+        from agents.train.sb3_safe import load_sb3
+
+        self.model = load_sb3(getattr(stable_baselines3, algo.upper()), file)
         self.source = f"sb3:{Path(file).name}"
         from agents.train.rl import load_obs_stats
 

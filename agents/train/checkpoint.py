@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from agents.utils import write_json_atomic
 from policies import Policy, save_policy
-from policies.io import save_tensors_atomic
+from policies.io import load_tensors_verified, save_tensors_atomic
 
 LATEST = "latest.json"
 
@@ -118,11 +117,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
 def load_train_state(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and JSON of a checkpoint's training state (the tensors' sha256 checked first)."""
     doc = json.loads((ckpt / "train_state.json").read_text())
-    weights = ckpt / "train_state.safetensors"
-    if (found := _sha256(weights)) != doc["sha256"]:
-        raise ValueError(f"training state {str(weights)!r} has sha256 {found[:12]}...; expected "
-                         f"{doc['sha256'][:12]}... (corrupt or mismatched file)")
-    return load_file(str(weights)), doc
+    return load_tensors_verified(ckpt / "train_state.safetensors", doc["sha256"], "training state"), doc
 
 
 def restore(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
@@ -19,6 +20,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.rollout.env_factory import EnvFactory
 from agents.train.residual_env import ResidualVecEnv
+from agents.train.rl import read_obs_stats, save_obs_stats
 from agents.train.sb3_common import (
     CurveLogger,
     EnvStepCounter,
@@ -27,6 +29,7 @@ from agents.train.sb3_common import (
     make_vec_env,
     monitored,
 )
+from agents.train.sb3_safe import load_sb3
 from agents.utils import seed_everything, versions, write_json_atomic
 
 ALGOS = {"ppo": PPO, "sac": SAC}
@@ -151,6 +154,7 @@ def train_residual(config: ResidualConfig, progress: bool = True) -> Path:
     ret, success = evaluate_model(model, eval_venv, config.eval_episodes)
     curve.record(model.num_timesteps, counter.env_steps, ret, success)
     model.save(out / "model.zip")
+    save_obs_stats(venv, out / "model.zip")
     if isinstance(venv, VecNormalize):
         venv.save(str(out / "vecnormalize.pkl"))
     venv.close()
@@ -161,7 +165,8 @@ def train_residual(config: ResidualConfig, progress: bool = True) -> Path:
 def load_residual(run: str | Path, n_envs: int = 1, seed: int = 0):
     """Rebuild a trained residual stack: (SB3 model, env with base policy and saved statistics).
 
-    Note: SB3's zip and ``vecnormalize.pkl`` unpickle some entries; load only runs you trust.
+    Nothing is unpickled: the zip goes through ``load_sb3`` and the observation statistics are read
+    from ``model.vecnormalize.json`` (``vecnormalize.pkl`` is written for SB3's own tools only).
     """
     import json
 
@@ -169,8 +174,10 @@ def load_residual(run: str | Path, n_envs: int = 1, seed: int = 0):
     doc = json.loads((run / "config.json").read_text())
     venv: VecEnv = residual_venv(doc["env_id"], doc["base_policy"], n_envs, seed, doc["scale"],
                                  doc["squash"], doc.get("env_kwargs"))
-    if (run / "vecnormalize.pkl").is_file():
-        venv = VecNormalize.load(str(run / "vecnormalize.pkl"), venv)
-        venv.training, venv.norm_reward = False, False
-    model = ALGOS[doc["algo"]].load(run / "model.zip", env=venv, device="cpu")
+    if (stats := read_obs_stats(run / "model.zip")) is not None:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, training=False,
+                            clip_obs=stats["clip_obs"], epsilon=stats["epsilon"])
+        venv.obs_rms.mean = np.asarray(stats["mean"], np.float64)
+        venv.obs_rms.var = np.asarray(stats["var"], np.float64)
+    model = load_sb3(ALGOS[doc["algo"]], run / "model.zip", env=venv)
     return model, venv

@@ -132,13 +132,23 @@ def save_obs_stats(venv: VecEnv, model_path: Path) -> Path | None:
     return path
 
 
-def load_obs_stats(model_path: str | Path):
-    """A function ``obs -> normalized obs`` from the JSON beside a model, or None when there is none."""
+def read_obs_stats(model_path: str | Path) -> dict[str, Any] | None:
+    """The JSON statistics beside a model (mean, var, clip_obs, epsilon), or None when there are none."""
     model_path = Path(model_path)
     path = model_path.with_name(model_path.name.removesuffix(".zip") + STATS_SUFFIX)
     if not path.is_file():
         return None
-    doc = json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"observation statistics {str(path)!r} are not valid JSON ({exc})") from exc
+
+
+def load_obs_stats(model_path: str | Path):
+    """A function ``obs -> normalized obs`` from the JSON beside a model, or None when there is none."""
+    doc = read_obs_stats(model_path)
+    if doc is None:
+        return None
     mean = np.asarray(doc["mean"], np.float32)
     std = np.sqrt(np.asarray(doc["var"], np.float32) + doc["epsilon"])
     clip = doc["clip_obs"]

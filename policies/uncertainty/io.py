@@ -6,16 +6,13 @@ the weights' sha256 and, once calibrated, the calibration).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
-
 from policies.base import Policy
-from policies.io import atomic_write_text, save_tensors_atomic
+from policies.io import atomic_write_text, load_tensors_verified, save_tensors_atomic
 from policies.uncertainty.conformal import Calibration
 from policies.uncertainty.estimator import UncertaintyConfig, UncertaintyEstimator
 
@@ -70,15 +67,9 @@ def load_estimator(folder: str | os.PathLike, policy: Policy
     """Load the heads for ``policy`` (checking their sha256) and the calibration, if any."""
     folder = Path(folder)
     doc = read_estimator_config(folder)
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise FileNotFoundError(f"uncertainty weights {str(weights)!r} are missing")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    if digest != doc["weights_sha256"]:
-        raise ValueError(f"uncertainty weights {str(weights)!r} have sha256 {digest[:12]}...; "
-                         f"expected {doc['weights_sha256'][:12]}...")
+    tensors = load_tensors_verified(folder / WEIGHTS, doc["weights_sha256"], "uncertainty weights")
     estimator = UncertaintyEstimator(policy, UncertaintyConfig(**doc["config"]))
-    estimator.load_state_dict(load_file(str(weights)))
+    estimator.load_state_dict(tensors)
     estimator.eval()
     cal = doc.get("calibration")
     return estimator, Calibration.from_dict(cal) if cal else None
