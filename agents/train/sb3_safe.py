@@ -1,6 +1,6 @@
 """Load stable-baselines3 zips without unpickling anything.
 
-An SB3 zip stores its weights as ``.pth`` files (SB3 loads them with ``torch.load(weights_only=True)``)
+An SB3 zip stores its weights as ``.pth`` files (SB3 reads them with torch in weights-only mode)
 and its settings as a JSON ``data`` entry in which every value JSON cannot hold (the policy class,
 the spaces, the schedules) is a base64 cloudpickle that ``BaseAlgorithm.load`` unpickles: whoever
 wrote the zip chooses the code that runs. Here every such entry is rebuilt from the plain-text facts
