@@ -252,11 +252,10 @@ class ArmReachEnv(MujocoTaskEnv):
             min_start_distance=0.15,
         )
         self._ee_id = m.site("end_effector").id
-        self._obs = np.zeros(13, dtype=np.float32)
+        self._ee_pos = self.data.site_xpos[self._ee_id]  # a live view of MjData's buffer
         self._target = np.zeros(2)
         self._dist = 0.0
         self._target_xy = (0.0, 0.0)
-        self._ee_xy = (0.0, 0.0)
         spec = self.constraint_spec
         self._joint_limits = (*spec.joint_low.tolist(), *spec.joint_high.tolist())
         self._speed_limits = tuple(spec.joint_velocity_limit.tolist())
@@ -377,16 +376,13 @@ class ArmReachEnv(MujocoTaskEnv):
 
     # The state vectors have three entries: at that size numpy's per-call overhead dwarfs the
     # arithmetic, so the per-step hooks work on Python floats (``tolist``), unrolled over the three
-    # joints, and fill the preallocated observation buffer in one assignment. The limit checks are
-    # done here, once per step, for info; ``ConstraintSpec.count_violations`` is the batched twin.
+    # joints, and build the observation in one call. The limit checks are done here, once per
+    # step, for info; ``ConstraintSpec.count_violations`` is the batched twin.
     def _observation(self) -> np.ndarray:
-        d = self.data
-        a, b, c = d.qpos.tolist()
-        va, vb, vc = d.qvel.tolist()
-        ex, ey, _ = d.site_xpos[self._ee_id].tolist()
+        a, b, c = self._qpos.tolist()
+        va, vb, vc = self._qvel.tolist()
+        ex, ey, _ = self._ee_pos.tolist()
         tx, ty = self._target_xy
-        self._obs[:] = (cos(a), cos(b), cos(c), sin(a), sin(b), sin(c), va, vb, vc, ex, ey, tx, ty)
-        self._ee_xy = (ex, ey)
         self._dist = math.hypot(ex - tx, ey - ty)
         lo_a, lo_b, lo_c, hi_a, hi_b, hi_c = self._joint_limits
         self._joint_violations = (
@@ -394,27 +390,40 @@ class ArmReachEnv(MujocoTaskEnv):
         )
         lim_a, lim_b, lim_c = self._speed_limits
         self._speed_violations = (abs(va) > lim_a) + (abs(vb) > lim_b) + (abs(vc) > lim_c)
-        return self._obs.copy()
+        return np.array((cos(a), cos(b), cos(c), sin(a), sin(b), sin(c), va, vb, vc, ex, ey, tx, ty),
+                        dtype=np.float32)
 
-    def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
+    def _evaluate(self, action: np.ndarray) -> tuple[float, bool, dict[str, Any]]:
+        # Reward terms: distance, success, control, collision (in this order, summed in it).
         a0, a1, a2 = action.tolist()
-        return {
-            "distance": -self._dist,
-            "success": 10.0 if self._dist <= self.goal_radius else 0.0,
-            "control": -0.01 * (a0 * a0 + a1 * a1 + a2 * a2),
-            "collision": -1.0 if self.data.ncon else 0.0,
+        dist = self._dist
+        success = dist <= self.goal_radius
+        # Only links and obstacles can touch (contype/conaffinity in the MJCF), so any contact
+        # is an arm-obstacle contact.
+        collision = self.data.ncon > 0
+        distance_term = -dist
+        success_term = 10.0 if success else 0.0
+        control_term = -0.01 * (a0 * a0 + a1 * a1 + a2 * a2)
+        collision_term = -1.0 if collision else 0.0
+        info = {
+            "reward_distance": distance_term,
+            "reward_success": success_term,
+            "reward_control": control_term,
+            "reward_collision": collision_term,
+            "is_success": success,
+            "position": self._ee_pos[:2].copy(),
+            "target": self._target.copy(),
+            "collision": collision,
+            "joint_limit_violation": self._joint_violations,
+            "velocity_limit_violation": self._speed_violations,
         }
-
-    def _is_success(self) -> bool:
-        return self._dist <= self.goal_radius
+        return distance_term + success_term + control_term + collision_term, success, info
 
     def _task_info(self) -> dict[str, Any]:
         return {
-            "position": np.array(self._ee_xy),
-            "target": np.array(self._target_xy),
-            # Only links and obstacles can touch (contype/conaffinity in the MJCF), so any contact
-            # is an arm-obstacle contact.
+            "position": self._ee_pos[:2].copy(),
+            "target": self._target.copy(),
             "collision": self.data.ncon > 0,
-            "joint_limit_violation": int(self._joint_violations),
-            "velocity_limit_violation": int(self._speed_violations),
+            "joint_limit_violation": self._joint_violations,
+            "velocity_limit_violation": self._speed_violations,
         }

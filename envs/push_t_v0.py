@@ -177,22 +177,23 @@ class PushTEnv(MujocoTaskEnv):
 
     def _observation(self) -> np.ndarray:
         px, py, bx, by, _, yaw = self._q.tolist()
-        obs = np.empty(5, dtype=np.float32)
-        obs[0], obs[1], obs[2], obs[3] = px, py, bx, by
-        obs[4] = (yaw + math.pi) % (2.0 * math.pi) - math.pi
-        return obs
+        return np.array((px, py, bx, by, (yaw + math.pi) % (2.0 * math.pi) - math.pi), dtype=np.float32)
 
-    def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
+    def _evaluate(self, action: np.ndarray) -> tuple[float, bool, dict[str, Any]]:
+        # Reward terms: coverage (its change since the last step), then success.
+        self._prev_coverage = prev = self._coverage
         _, _, bx, by, _, yaw = self._q.tolist()
-        self._prev_coverage = self._coverage
-        self._coverage = self.coverage_fn(bx, by, yaw)
-        return {
-            "coverage": self._coverage - self._prev_coverage,
-            "success": 1.0 if self._coverage >= self.success_coverage else 0.0,
+        self._coverage = coverage = self.coverage_fn(bx, by, yaw)
+        success = coverage >= self.success_coverage
+        coverage_term = coverage - prev
+        success_term = 1.0 if success else 0.0
+        info = {
+            "reward_coverage": coverage_term,
+            "reward_success": success_term,
+            "is_success": success,
+            "coverage": coverage,
         }
-
-    def _is_success(self) -> bool:
-        return self._coverage >= self.success_coverage
+        return coverage_term + success_term, success, info
 
     def _task_info(self) -> dict[str, Any]:
         return {"coverage": self._coverage}
