@@ -33,6 +33,10 @@ def render(paths: list[Path]) -> str:
            "Rendered by `python -m benchmarks.render benchmarks/results/*.json > BENCHMARKS.md` from "
            "the JSON that `kinodiff bench NAME --json OUT` writes. Peers run in the same process, so "
            "ratios compare like with like on this shared, noisy machine.", ""]
+    # Notes on how and under what load the figures were taken, kept beside the JSON they describe.
+    notes = Path(paths[0]).parent / "NOTES.md" if paths else None
+    if notes is not None and notes.is_file():
+        out += [notes.read_text().strip(), ""]
     for path in paths:
         doc = json.loads(path.read_text())
         m = doc["machine"]
