@@ -17,6 +17,7 @@ PettingZoo ``ParallelEnv`` with one agent per robot.
 from __future__ import annotations
 
 import colorsys
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +36,6 @@ ROBOT_RADIUS = 0.05
 """Radius of every robot sphere, metres."""
 FRAME_SKIP = 5
 """Physics steps (0.01 s each) per control step: 20 Hz control."""
-SORT_NEIGHBOURS_MAX = 24
-"""Up to this many robots the neighbour search sorts each row (measured crossover: 24-32 robots)."""
 MAX_EPISODE_STEPS = 400
 """Time limit of the registered id (20 s), ample for 64 robots crossing the arena."""
 
@@ -183,40 +182,19 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         self._geom_robot = np.full(m.ngeom, -1, dtype=np.int64)
         for i in range(n):
             self._geom_robot[m.geom(f"robot_{i}").id] = i
-        self._geom_is_robot = (self._geom_robot >= 0).astype(np.int64)
+        self._geom_is_robot = self._geom_robot >= 0
         self._goal_sites = np.array([m.site(f"goal_{i}").id for i in range(n)])
-        # Preallocated per-step buffers, and views of MjData's arrays (valid for the life of
-        # self.data, which is never replaced) so no binding call is paid per step.
-        kv = self.layout.n_visible
+        self._goals = np.zeros((n, 2))
+        # Views of MjData's arrays (valid for the life of self.data, which is never replaced).
         self._pos = self.data.qpos.reshape(n, 2)
         self._vel = self.data.qvel.reshape(n, 2)
-        self._obs = np.zeros((n, dim), dtype=np.float32)
-        self._obs_flat = self._obs.reshape(-1)
-        self._nbr = self._obs[:, 6:6 + 4 * kv].reshape(n, kv, 4)  # a view: written in place
-        assert np.shares_memory(self._nbr, self._obs)
-        self._nbr_buf = np.zeros((n, kv, 4), dtype=np.float32)
-        self._nbr_idx = np.zeros((kv, n), dtype=np.intp)  # row k: every robot's k-th neighbour
-        self._goals = np.zeros((n, 2))
         self._z = self.data.qpos.view(np.complex128)  # robot i at x_i + 1j * y_i, a live view
         self._z_goals = np.zeros(n, dtype=np.complex128)
         self._z_to_goal = np.zeros(n, dtype=np.complex128)
-        self._to_goal_xy = self._z_to_goal.view(np.float64).reshape(n, 2)
         self._dist = np.zeros(n)
         self._prev_dist = np.zeros(n)
         self._sum_dist = self._sum_prev = 0.0
-        self._at_goal = np.zeros(n, dtype=bool)
-        self._ctrl_sq = np.zeros(2 * n)
-        z32 = self._obs[:, 0:2].view(np.complex64)[:, 0]  # robot i at x_i + 1j * y_i, float32
-        self._z32_row, self._z32_col = z32[None, :], z32[:, None]
-        self._dz = np.zeros((n, n), dtype=np.complex64)
-        self._dz_real = self._dz.view(np.float32).reshape(n, n, 2)
-        self._dz_sq = np.zeros((n, n, 2), dtype=np.float32)
-        self._d2 = np.zeros((n, n), dtype=np.float32)
-        self._d2_flat = self._d2.reshape(-1)
-        self._d2_diag = self._d2_flat[:: n + 1]
-        self._row_base = np.arange(n) * n  # flat index of each row's first entry
-        self._flat = np.zeros(n, dtype=np.intp)
-        self._sort_neighbours = n <= SORT_NEIGHBOURS_MAX
+        self._build_step_buffers()
         # Robots must keep apart: two radii centre to centre (the walls bound the workspace).
         half = self.layout.half_size - ROBOT_RADIUS
         self.constraint_spec = self.constraint_spec.replace(
@@ -276,9 +254,52 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
 
     # -- task hooks ----------------------------------------------------------------------------
     # The per-step cost is set by the number of numpy calls, not by N (<= 64): after a 64-robot
-    # mj_step every call starts cold. So the step path below is ~25 whole-array calls on
-    # preallocated buffers and cached MjData views, and what only the PettingZoo view needs
-    # (per-robot rewards and contacts) is computed on demand in ``robot_rewards``.
+    # mj_step every call starts cold. So the step path below is ~20 whole-array calls on
+    # preallocated buffers and cached MjData views, each running along rows of N (numpy's inner
+    # loops are as long as the last axis: a trailing axis of 2 or 4 makes them several times
+    # slower), and what only the PettingZoo view needs (per-robot rewards and contacts) is
+    # computed on demand in ``robot_rewards``.
+
+    def _build_step_buffers(self) -> None:
+        """Preallocate what the step path writes and the index tables it reads (see _observation)."""
+        lay = self.layout
+        n, kv, dim = lay.n_robots, lay.n_visible, lay.obs_dim
+        # The observation is gathered in one take from ``src`` (float32): every robot's own state
+        # [x, y, vx, vy] and goal offset, its neighbours' states relative to its own, and a zero
+        # for empty neighbour slots. Each part is stored as rows of N (or N x kv): numpy's inner
+        # loops run along the last axis, and a trailing axis of 2 or 4 makes them several times
+        # slower.
+        self._src = np.zeros(6 * n + 4 * n * kv + 1, dtype=np.float32)
+        self._state = self._src[:4 * n].reshape(4, n)
+        self._src_to_goal = self._src[4 * n:6 * n].reshape(2, n)
+        self._nbr = self._src[6 * n:6 * n + 4 * n * kv].reshape(4, n, kv)
+        index = np.full((n, dim), len(self._src) - 1, dtype=np.intp)
+        robots = np.arange(n)
+        index[:, 0:4] = robots[:, None] + n * np.arange(4)
+        index[:, 4:6] = 4 * n + robots[:, None] + n * np.arange(2)
+        nbr_index = index[:, 6:6 + 4 * kv].reshape(n, kv, 4)
+        nbr_index[:] = (6 * n + n * kv * np.arange(4)[None, None, :] + kv * robots[:, None, None]
+                        + np.arange(kv)[None, :, None])
+        self._obs_index = index.reshape(-1)
+        self._own = self._state[:, :, None]
+        self._gathered = np.zeros((4, n, kv), dtype=np.float32)
+        # Transposed views of MjData's xy columns: rows of N for the casts into src.
+        self._pos_t, self._vel_t = self._pos.T, self._vel.T
+        self._to_goal_t = self._z_to_goal.view(np.float64).reshape(n, 2).T
+        self._rel_xy = np.zeros((2, n, n), dtype=np.float32)
+        # The K nearest, nearest first, ties to the lower index, by one row sort of int64 keys:
+        # high word the float32 squared distance (order-preserving as int32 for d2 >= 0), low
+        # word the other robot's index. Each step writes both words and sorts in place; the
+        # first kv low words are then the neighbours.
+        lo, hi = (0, 1) if sys.byteorder == "little" else (1, 0)
+        self._keys = np.zeros((n, n), dtype=np.int64)
+        words = self._keys.view(np.int32).reshape(n, n, 2)
+        self._key_d2 = self._keys.view(np.float32).reshape(n, n, 2)[:, :, hi]
+        self._key_index = words[:, :, lo]
+        self._key_diag = self._keys.view(np.float32).reshape(-1)[hi::2 * (n + 1)]
+        self._robots = robots.astype(np.int32)
+        self._nearest = words[:, :kv, lo]
+        self._ctrl_sq = np.zeros(2 * n)
 
     def _reset_task(self, options: dict) -> None:
         lay = self.layout
@@ -295,8 +316,8 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
 
     def _reset_step_stats(self) -> None:
         # What the reset's info reports: no contacts (starts are apart and off the walls).
-        np.less_equal(self._dist, self.layout.goal_radius, out=self._at_goal)
-        self._n_at_goal = int(self._at_goal.sum())
+        self._at_goal = np.less_equal(self._dist, self.layout.goal_radius)
+        self._n_at_goal = int(np.count_nonzero(self._at_goal))
         self._success_bonus = 0.0
         self._robot_collisions = self._wall_collisions = 0
 
@@ -305,42 +326,29 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         # both the previous and the current distances stay available (progress, robot_rewards).
         # The base calls this exactly once per step and once per reset.
         self._prev_dist, self._dist = self._dist, self._prev_dist
-        obs, dist = self._obs, self._dist
+        dist = self._dist
         to_goal = np.subtract(self._z_goals, self._z, out=self._z_to_goal)  # goal - position
-        np.concatenate((self._pos, self._vel, self._to_goal_xy), axis=1, out=obs[:, 0:6])
         np.abs(to_goal, out=dist)
         self._sum_prev, self._sum_dist = self._sum_dist, float(_sum(dist))
-        # Squared distances between all pairs in three calls: positions as complex numbers (a free
-        # view of the float32 xy columns just written) give every pairwise offset in one
-        # subtraction; a trailing axis of 2 would make numpy's inner loops 2 long, several times
-        # slower. float32 halves the memory these N x N buffers sweep right after the physics
-        # step. No matmul: a BLAS call may wake OpenBLAS's thread pool, which then competes with
-        # the physics for the cores.
-        dz_sq, d2 = self._dz_sq, self._d2
-        np.subtract(self._z32_row, self._z32_col, out=self._dz)
-        np.square(self._dz_real, out=dz_sq)
-        np.add(dz_sq[..., 0], dz_sq[..., 1], out=d2)
-        self._d2_diag[...] = np.inf  # a robot is not its own neighbour
-        # The K nearest, nearest first (ties to the lower index). Up to SORT_NEIGHBOURS_MAX robots
-        # one stable argsort of the N x N matrix is the cheapest (one call); above it, sorting
-        # N long rows costs more than K argmins over the matrix, each masking its winner.
-        if self._sort_neighbours:
-            nearest = d2.argsort(axis=1, kind="stable")[:, :self.layout.n_visible]
-        else:
-            idx, flat, base, d2_flat = self._nbr_idx, self._flat, self._row_base, self._d2_flat
-            last = len(idx) - 1
-            for k in range(len(idx)):
-                d2.argmin(axis=1, out=idx[k])
-                if k < last:
-                    d2_flat[np.add(base, idx[k], out=flat)] = np.inf
-            nearest = idx.T
-        # Relative states of the neighbours from the float32 [x, y, vx, vy] columns just written.
-        own = obs[:, 0:4]
-        gathered = own.take(nearest, axis=0, out=self._nbr_buf)
-        np.subtract(gathered, own[:, None, :], out=self._nbr)
-        return self._obs_flat.copy()
+        # Own state and goal offset, cast to float32 into src (as rows of N).
+        state = self._state
+        np.copyto(state[0:2], self._pos_t)
+        np.copyto(state[2:4], self._vel_t)
+        np.copyto(self._src_to_goal, self._to_goal_t)
+        # Squared distances between all pairs, in float32 from the float32 positions (as the
+        # neighbour features are), written straight into the sort keys' high words.
+        rel = np.subtract(state[0:2, None, :], state[0:2, :, None], out=self._rel_xy)
+        np.square(rel, out=rel)
+        np.add(rel[0], rel[1], out=self._key_d2)
+        self._key_diag[...] = np.inf  # a robot is not its own neighbour
+        np.copyto(self._key_index, self._robots)
+        self._keys.sort(axis=1)
+        # The neighbours' states relative to each robot's own, then the whole observation.
+        gathered = state.take(self._nearest, axis=1, out=self._gathered)
+        np.subtract(gathered, self._own, out=self._nbr)
+        return self._src.take(self._obs_index)
 
-    def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
+    def _evaluate(self, action: np.ndarray) -> tuple[float, bool, dict[str, Any]]:
         n = self.layout.n_robots
         # Contacts at the end of the control step (the base steps frame_skip physics steps in one
         # call, so intermediate contacts are not seen; 0.05 s is too short to pass through a robot).
@@ -348,27 +356,35 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         # in it, so robot slots = contacts + robot-robot contacts.
         ncon = self.data.ncon
         if ncon:
-            slots = int(_sum(self._geom_is_robot.take(self.data.contact.geom), axis=None))
-            self._robot_collisions = slots - ncon
-            self._wall_collisions = ncon - self._robot_collisions
+            slots = int(np.count_nonzero(self._geom_is_robot.take(self.data.contact.geom)))
+            self._robot_collisions = robot_collisions = slots - ncon
+            self._wall_collisions = wall_collisions = ncon - robot_collisions
         else:
             slots = self._robot_collisions = self._wall_collisions = 0
-        # Plain ufuncs only: each distinct numpy code path (einsum, count_nonzero, ...) costs
-        # several microseconds the first time it runs after a large mj_step evicted it from cache.
+            robot_collisions = wall_collisions = 0
         ctrl_sq = float(_sum(np.square(action, out=self._ctrl_sq)))
-        at_goal = np.less_equal(self._dist, self.layout.goal_radius, out=self._at_goal)
-        self._n_at_goal = int(_sum(at_goal))
-        self._success_bonus = 10.0 if self._n_at_goal == n else 0.0
-        # Means over robots of the per-robot terms (see robot_rewards for the terms themselves).
-        return {
-            "progress": (self._sum_prev - self._sum_dist) / n,
-            "collision": -0.1 * slots / n,
-            "control": -0.01 * ctrl_sq / n,
-            "success": self._success_bonus,
+        self._at_goal = at_goal = np.less_equal(self._dist, self.layout.goal_radius)
+        self._n_at_goal = n_at_goal = int(np.count_nonzero(at_goal))
+        success = n_at_goal == n
+        self._success_bonus = success_term = 10.0 if success else 0.0
+        # Reward terms (progress, collision, control, success, summed in this order): means over
+        # robots of the per-robot terms (see robot_rewards for the terms themselves).
+        progress = (self._sum_prev - self._sum_dist) / n
+        collision = -0.1 * slots / n
+        control = -0.01 * ctrl_sq / n
+        info = {
+            "reward_progress": progress,
+            "reward_collision": collision,
+            "reward_control": control,
+            "reward_success": success_term,
+            "is_success": success,
+            "n_at_goal": n_at_goal,
+            "at_goal": at_goal,
+            "robot_collisions": robot_collisions,
+            "wall_collisions": wall_collisions,
+            "positions": self._pos.copy(),
         }
-
-    def _is_success(self) -> bool:
-        return self._success_bonus > 0.0
+        return progress + collision + control + success_term, success, info
 
     def _task_info(self) -> dict[str, Any]:
         return {
