@@ -93,6 +93,8 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         self._low, self._high = low.astype(np.float64), high.astype(np.float64)
         self._action = np.zeros(self.action_space.shape)
         self._action_in = np.zeros(self.action_space.shape)
+        self._low32, self._high32 = low.copy(), high.copy()
+        self._action32 = np.zeros(self.action_space.shape, dtype=np.float32)
         self._action_shape = self.action_space.shape
         # Short actions are range-checked on Python floats, long ones with two ufuncs (see step).
         self._bounds = (list(zip(self._low.tolist(), self._high.tolist(), strict=True))
@@ -143,6 +145,15 @@ class MujocoTaskEnv(gym.Env, EzPickle):
                 else:
                     ctrl[:] = action
                     self._clipped = 0
+            elif action.dtype == np.float32:
+                # The bounds are the float32 space's own: the check needs no cast.
+                out = self._action32
+                np.fmin(np.fmax(action, self._low32, out=out), self._high32, out=out)
+                if out.tobytes() == action.tobytes():
+                    ctrl[:] = action
+                    self._clipped = 0
+                else:
+                    ctrl[:] = self._validate_action(action)
             else:
                 arr, out = self._action_in, self._action
                 arr[:] = action
@@ -156,7 +167,6 @@ class MujocoTaskEnv(gym.Env, EzPickle):
             ctrl[:] = self._validate_action(action)
         counts = self._divergence_counts
         before = counts.tolist()
-        self._before_physics()
         mujoco.mj_step(self.model, self.data, self.frame_skip)
         obs = self._observation()
         if counts.tolist() != before:
@@ -237,9 +247,6 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         info["is_success"] = success
         info.update(self._task_info())
         return reward, success, info
-
-    def _before_physics(self) -> None:
-        """Record what the reward needs from the state before the step (optional)."""
 
     def _observation(self) -> np.ndarray:
         raise NotImplementedError

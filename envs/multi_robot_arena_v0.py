@@ -266,27 +266,32 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         n, kv, dim = lay.n_robots, lay.n_visible, lay.obs_dim
         # The observation is gathered in one take from ``src`` (float32): every robot's own state
         # [x, y, vx, vy] and goal offset, its neighbours' states relative to its own, and a zero
-        # for empty neighbour slots. Each part is stored as rows of N (or N x kv): numpy's inner
+        # for empty neighbour slots. Each part is stored as rows of N (neighbours as kv x N): numpy's inner
         # loops run along the last axis, and a trailing axis of 2 or 4 makes them several times
         # slower.
         self._src = np.zeros(6 * n + 4 * n * kv + 1, dtype=np.float32)
         self._state = self._src[:4 * n].reshape(4, n)
         self._src_to_goal = self._src[4 * n:6 * n].reshape(2, n)
-        self._nbr = self._src[6 * n:6 * n + 4 * n * kv].reshape(4, n, kv)
+        self._nbr = self._src[6 * n:6 * n + 4 * n * kv].reshape(4, kv, n)
         index = np.full((n, dim), len(self._src) - 1, dtype=np.intp)
         robots = np.arange(n)
         index[:, 0:4] = robots[:, None] + n * np.arange(4)
         index[:, 4:6] = 4 * n + robots[:, None] + n * np.arange(2)
         nbr_index = index[:, 6:6 + 4 * kv].reshape(n, kv, 4)
-        nbr_index[:] = (6 * n + n * kv * np.arange(4)[None, None, :] + kv * robots[:, None, None]
-                        + np.arange(kv)[None, :, None])
+        nbr_index[:] = (6 * n + n * kv * np.arange(4)[None, None, :] + robots[:, None, None]
+                        + n * np.arange(kv)[None, :, None])
         self._obs_index = index.reshape(-1)
-        self._own = self._state[:, :, None]
-        self._gathered = np.zeros((4, n, kv), dtype=np.float32)
+        self._own = self._state[:, None, :]
+        self._gathered = np.zeros((4, kv, n), dtype=np.float32)
+        self._goal_radius = np.array(lay.goal_radius)  # a 0-d array: cheaper in a ufunc than a float
         # Transposed views of MjData's xy columns: rows of N for the casts into src.
         self._pos_t, self._vel_t = self._pos.T, self._vel.T
         self._to_goal_t = self._z_to_goal.view(np.float64).reshape(n, 2).T
         self._rel_xy = np.zeros((2, n, n), dtype=np.float32)
+        # Every view the step path uses, made once (making a view costs as much as a small ufunc).
+        self._state_pos, self._state_vel = self._state[0:2], self._state[2:4]
+        self._pos_row, self._pos_col = self._state[0:2, None, :], self._state[0:2, :, None]
+        self._rel_x, self._rel_y = self._rel_xy
         # The K nearest, nearest first, ties to the lower index, by one row sort of int64 keys:
         # high word the float32 squared distance (order-preserving as int32 for d2 >= 0), low
         # word the other robot's index. Each step writes both words and sorts in place; the
@@ -298,7 +303,7 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         self._key_index = words[:, :, lo]
         self._key_diag = self._keys.view(np.float32).reshape(-1)[hi::2 * (n + 1)]
         self._robots = robots.astype(np.int32)
-        self._nearest = words[:, :kv, lo]
+        self._nearest = words[:, :kv, lo].T  # (kv, n): the k-th neighbour of every robot
         self._ctrl_sq = np.zeros(2 * n)
 
     def _reset_task(self, options: dict) -> None:
@@ -322,6 +327,16 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         self._robot_collisions = self._wall_collisions = 0
 
     def _observation(self) -> np.ndarray:
+        # MuJoCo's arrays are still in cache right after the physics step: first read from them
+        # what the reward needs (kept for _evaluate), then build the observation.
+        # Contacts at the end of the control step (the base steps frame_skip physics steps in one
+        # call, so intermediate contacts are not seen; 0.05 s is too short to pass through a robot).
+        # Only robots and walls collide (the floor has contype 0) and every contact has a robot
+        # in it, so robot slots = contacts + robot-robot contacts.
+        ncon = self.data.ncon
+        slots = int(np.count_nonzero(self._geom_is_robot.take(self.data.contact.geom))) if ncon else 0
+        positions = self._pos.copy()
+        ctrl_sq = float(_sum(np.square(self._ctrl, out=self._ctrl_sq)))
         # Distances to goals: this step's go into the buffer that held the step before last, so
         # both the previous and the current distances stay available (progress, robot_rewards).
         # The base calls this exactly once per step and once per reset.
@@ -330,41 +345,32 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         to_goal = np.subtract(self._z_goals, self._z, out=self._z_to_goal)  # goal - position
         np.abs(to_goal, out=dist)
         self._sum_prev, self._sum_dist = self._sum_dist, float(_sum(dist))
+        at_goal = np.less_equal(dist, self._goal_radius)
+        self._step_stats = (ncon, slots, ctrl_sq, positions, at_goal, int(np.count_nonzero(at_goal)))
         # Own state and goal offset, cast to float32 into src (as rows of N).
-        state = self._state
-        np.copyto(state[0:2], self._pos_t)
-        np.copyto(state[2:4], self._vel_t)
+        np.copyto(self._state_pos, self._pos_t)
+        np.copyto(self._state_vel, self._vel_t)
         np.copyto(self._src_to_goal, self._to_goal_t)
         # Squared distances between all pairs, in float32 from the float32 positions (as the
         # neighbour features are), written straight into the sort keys' high words.
-        rel = np.subtract(state[0:2, None, :], state[0:2, :, None], out=self._rel_xy)
+        rel = np.subtract(self._pos_row, self._pos_col, out=self._rel_xy)
         np.square(rel, out=rel)
-        np.add(rel[0], rel[1], out=self._key_d2)
+        np.add(self._rel_x, self._rel_y, out=self._key_d2)
         self._key_diag[...] = np.inf  # a robot is not its own neighbour
         np.copyto(self._key_index, self._robots)
         self._keys.sort(axis=1)
         # The neighbours' states relative to each robot's own, then the whole observation.
-        gathered = state.take(self._nearest, axis=1, out=self._gathered)
+        gathered = self._state.take(self._nearest, axis=1, out=self._gathered)
         np.subtract(gathered, self._own, out=self._nbr)
         return self._src.take(self._obs_index)
 
     def _evaluate(self, action: np.ndarray) -> tuple[float, bool, dict[str, Any]]:
+        # ``action`` is data.ctrl, whose squared norm _observation has taken with the rest.
         n = self.layout.n_robots
-        # Contacts at the end of the control step (the base steps frame_skip physics steps in one
-        # call, so intermediate contacts are not seen; 0.05 s is too short to pass through a robot).
-        # Only robots and walls collide (the floor has contype 0) and every contact has a robot
-        # in it, so robot slots = contacts + robot-robot contacts.
-        ncon = self.data.ncon
-        if ncon:
-            slots = int(np.count_nonzero(self._geom_is_robot.take(self.data.contact.geom)))
-            self._robot_collisions = robot_collisions = slots - ncon
-            self._wall_collisions = wall_collisions = ncon - robot_collisions
-        else:
-            slots = self._robot_collisions = self._wall_collisions = 0
-            robot_collisions = wall_collisions = 0
-        ctrl_sq = float(_sum(np.square(action, out=self._ctrl_sq)))
-        self._at_goal = at_goal = np.less_equal(self._dist, self.layout.goal_radius)
-        self._n_at_goal = n_at_goal = int(np.count_nonzero(at_goal))
+        ncon, slots, ctrl_sq, positions, at_goal, n_at_goal = self._step_stats
+        self._robot_collisions = robot_collisions = slots - ncon
+        self._wall_collisions = wall_collisions = ncon - robot_collisions
+        self._at_goal, self._n_at_goal = at_goal, n_at_goal
         success = n_at_goal == n
         self._success_bonus = success_term = 10.0 if success else 0.0
         # Reward terms (progress, collision, control, success, summed in this order): means over
@@ -382,7 +388,7 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
             "at_goal": at_goal,
             "robot_collisions": robot_collisions,
             "wall_collisions": wall_collisions,
-            "positions": self._pos.copy(),
+            "positions": positions,
         }
         return progress + collision + control + success_term, success, info
 
