@@ -47,3 +47,16 @@ def test_negative_worker_count_is_named():
     with pytest.raises(ValueError, match="workers=-1"):
         list(run_episodes(functools.partial(make_env, ENV), expert_actor_factory(ENV, "scripted"),
                           _jobs(1), workers=-1, progress=False))
+
+
+def test_calls_split_evenly_across_workers_so_no_worker_runs_the_tail_alone():
+    from agents.rollout.pool import split_calls
+
+    jobs = [(i, 100 + i) for i in range(20)]
+    calls = split_calls(jobs, per_call=4, workers=2)
+    # 20 jobs in calls of <= 4 for 2 workers: 6 calls (not 5), 10 episodes per worker.
+    assert [len(c) for c in calls] == [4, 4, 3, 3, 3, 3]
+    assert [job for call in calls for job in call] == jobs  # every job once, in order
+    assert [len(c) for c in split_calls(jobs, per_call=4, workers=1)] == [4] * 5
+    assert [len(c) for c in split_calls(jobs[:3], per_call=4, workers=2)] == [2, 1]
+    assert split_calls([], per_call=4, workers=2) == []
