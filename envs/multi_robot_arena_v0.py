@@ -266,9 +266,7 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         n, kv, dim = lay.n_robots, lay.n_visible, lay.obs_dim
         # The observation is gathered in one take from ``src`` (float32): every robot's own state
         # [x, y, vx, vy] and goal offset, its neighbours' states relative to its own, and a zero
-        # for empty neighbour slots. Each part is stored as rows of N (neighbours as kv x N): numpy's inner
-        # loops run along the last axis, and a trailing axis of 2 or 4 makes them several times
-        # slower.
+        # for empty neighbour slots. Each part is stored as rows of N (neighbours as kv x N).
         self._src = np.zeros(6 * n + 4 * n * kv + 1, dtype=np.float32)
         self._state = self._src[:4 * n].reshape(4, n)
         self._src_to_goal = self._src[4 * n:6 * n].reshape(2, n)
