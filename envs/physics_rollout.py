@@ -119,6 +119,8 @@ class PhysicsRollout:
         if warmstart is not None:
             warm = np.ascontiguousarray(np.broadcast_to(np.asarray(warmstart, np.float64),
                                                         (k, self.model.nv)))
+        # One chunk per thread: mujoco's default (about ten per thread) spends ~20% of a 64-sample
+        # batch on chunk hand-offs (measured: 2 threads 1.58x one thread by default, 1.91x so).
         self._pool.rollout(self.model, self.datas, init, ctrl, initial_warmstart=warm, state=out,
-                           sensordata=sensors)
+                           sensordata=sensors, chunk_size=max(1, -(-k // self.nthread)))
         return out[:, sub - 1::sub]
