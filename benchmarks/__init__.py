@@ -19,7 +19,7 @@ BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env
               "planners": "benchmarks.planners", "rollouts": "benchmarks.rollouts",
               "constraints": "benchmarks.constraints",
               "uncertainty": "benchmarks.uncertainty", "deploy": "benchmarks.deploy",
-              "rl": "benchmarks.rl", "soak": "benchmarks.soak"}
+              "rl": "benchmarks.rl", "soak": "benchmarks.soak", "planner-timing": "benchmarks.planner_timing"}
 
 
 def machine() -> dict[str, Any]:
