@@ -5,10 +5,36 @@ Every denoiser maps x [B, H, Da], t [B] and cond [B, Dc] to [B, H, Da].
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from policies.layers import SinusoidalEmbedding, mlp
+
+# Most floats of per-step input-layer sums ``ChunkCondition`` precomputes (256 KiB).
+PRESUM_LIMIT = 65536
+
+
+@dataclass(frozen=True)
+class ChunkCondition:
+    """What an ``MlpDenoiser`` input layer gets from the timesteps and the condition, done once per chunk.
+
+    The input layer is linear in ``[x, time_emb(t), cond]``, so its timestep and condition columns
+    can be applied once for all K steps of a chunk; each step then multiplies only the noisy chunk.
+    Made by ``MlpDenoiser.condition`` for inference only (the prepared forward works in place).
+    """
+
+    time: torch.Tensor
+    """[K, hidden_0]: W_t @ time_emb(t_k) of the input layer, per step k."""
+    base: torch.Tensor
+    """[B, hidden_0]: W_c @ cond + b of the input layer."""
+    pre: tuple[torch.Tensor, ...]
+    """Per step k: [B, hidden_0] = ``time[k] + base``, summed ahead when small (else empty)."""
+    x_weight: torch.Tensor
+    """[H * Da, hidden_0]: the input layer's columns for the flattened noisy chunk, transposed."""
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    """(bias, transposed weight) of every later layer, in order."""
 
 
 class MlpDenoiser(nn.Module):
@@ -25,15 +51,61 @@ class MlpDenoiser(nn.Module):
     def __init__(self, horizon: int, action_dim: int, cond_dim: int,
                  hidden_dims: tuple[int, ...] = (512, 512, 512), time_dim: int = 64) -> None:
         super().__init__()
-        self.horizon, self.action_dim = horizon, action_dim
+        self.horizon, self.action_dim, self.time_dim = horizon, action_dim, time_dim
         self.time_emb = nn.Sequential(SinusoidalEmbedding(time_dim), nn.Linear(time_dim, time_dim),
                                       nn.Mish())
         self.net = mlp(horizon * action_dim + time_dim + cond_dim, hidden_dims, horizon * action_dim)
+        # Sinusoidal embeddings of the timesteps a sampler visits: parameter-free, so safe to keep.
+        self._sinusoid_cache: dict[tuple[float, ...], torch.Tensor] = {}
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """[B, H, Da], [B], [B, Dc] -> [B, H, Da]."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int,
+                cond: torch.Tensor | ChunkCondition) -> torch.Tensor:
+        """[B, H, Da], [B], [B, Dc] -> [B, H, Da].
+
+        With a ``ChunkCondition`` from ``condition`` as ``cond``, ``t`` is the index of the step in
+        the chunk's timesteps (inference only).
+        """
+        if isinstance(cond, ChunkCondition):
+            pre = cond.pre[t] if cond.pre else cond.base + cond.time[t]
+            h = torch.addmm(pre, x.reshape(x.shape[0], -1), cond.x_weight)
+            for bias, weight in cond.layers:
+                h = torch.addmm(bias, nn.functional.mish(h, inplace=True), weight)
+            return h.view(-1, self.horizon, self.action_dim)
         h = torch.cat([x.flatten(1), self.time_emb(t), cond], dim=-1)
         return self.net(h).view(-1, self.horizon, self.action_dim)
+
+    def condition(self, timesteps: tuple[float, ...], cond: torch.Tensor) -> ChunkCondition:
+        """The timestep and condition work of the input layer for every step of one chunk.
+
+        Equal to ``forward``'s up to float rounding (the input layer's sum is split in parts).
+
+        Args:
+            timesteps: The K timesteps the sampler will visit, in order.
+            cond: [B, Dc] condition.
+
+        Returns:
+            A ``ChunkCondition`` for ``forward(x, k, ...)`` with k in ``range(K)``.
+        """
+        if torch.is_grad_enabled():
+            raise RuntimeError("MlpDenoiser.condition is for inference; expected torch.no_grad() "
+                               "(the prepared forward works in place)")
+        sinusoid_of, time_linear, _ = self.time_emb
+        first, *rest = self.net  # iterate: indexing or slicing a Sequential is slow
+        n = self.horizon * self.action_dim
+        w = first.weight.t()  # [in, hidden_0]: rows for x, then time, then cond
+        sinusoid = self._sinusoid_cache.get(timesteps)
+        if sinusoid is None or sinusoid.device != w.device:
+            sinusoid = sinusoid_of(torch.tensor(timesteps, device=w.device))
+            self._sinusoid_cache[timesteps] = sinusoid
+        time = nn.functional.mish(torch.addmm(time_linear.bias, sinusoid, time_linear.weight.t()),
+                                  inplace=True) @ w[n:n + self.time_dim]  # [K, hidden_0]
+        base = torch.addmm(first.bias, cond, w[n + self.time_dim:])  # [B, hidden_0]
+        # All K sums at once when they are small (one op instead of one per step); a large batch or
+        # step count sums per step, so K copies of [B, hidden_0] are never held at once.
+        small = time.numel() * base.shape[0] <= PRESUM_LIMIT
+        pre = torch.add(time[:, None], base).unbind(0) if small else ()
+        layers = tuple((m.bias, m.weight.t()) for m in rest[1::2])
+        return ChunkCondition(time=time, base=base, pre=pre, x_weight=w[:n], layers=layers)
 
 
 class _ConvBlock(nn.Sequential):

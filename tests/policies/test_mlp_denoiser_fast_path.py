@@ -1,0 +1,99 @@
+"""The MLP denoiser's per-chunk conditioning gives the plain forward's outputs, and the thread option."""
+
+import pytest
+import torch
+
+from policies import make_policy
+from policies.diffusion import denoisers
+from policies.diffusion.denoisers import MlpDenoiser
+from policies.diffusion.policy import SMALL_BATCH, DiffusionConfig
+
+H, DA, DC = 8, 3, 10
+
+
+def _denoiser():
+    torch.manual_seed(0)
+    return MlpDenoiser(H, DA, DC, hidden_dims=(64, 48, 32), time_dim=16).eval()
+
+
+@pytest.mark.parametrize("presum", [True, False])
+def test_prepared_forward_equals_the_plain_forward(monkeypatch, presum):
+    if not presum:  # the large-batch path: per-step sums instead of K sums made ahead
+        monkeypatch.setattr(denoisers, "PRESUM_LIMIT", 0)
+    d = _denoiser()
+    g = torch.Generator().manual_seed(1)
+    x, cond = torch.randn(5, H, DA, generator=g), torch.randn(5, DC, generator=g)
+    timesteps = (90.0, 45.0, 0.0, 12.5)
+    with torch.no_grad():
+        prepared = d.condition(timesteps, cond)
+        assert bool(prepared.pre) == presum
+        for k, t in enumerate(timesteps):
+            plain = d(x, torch.full((5,), t), cond)
+            fast = d(x, k, prepared)
+            assert fast.shape == (5, H, DA)
+            assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
+            assert not torch.equal(fast, torch.zeros_like(fast))
+
+
+def test_condition_refuses_autograd():
+    d = _denoiser()
+    with pytest.raises(RuntimeError, match="torch.no_grad"):
+        d.condition((1.0,), torch.zeros(1, DC))
+
+
+def _policy(**kw):
+    p = make_policy("diffusion", obs_dim=4, action_dim=DA, n_obs_steps=2, horizon=H, n_action_steps=4,
+                    hidden_dims=(64, 64), num_train_timesteps=20, num_inference_steps=5, **kw)
+    g = torch.Generator().manual_seed(0)
+    p.fit_normalizers(torch.randn(50, 4, generator=g), torch.rand(50, DA, generator=g) * 2 - 1)
+    return p.eval()
+
+
+@pytest.mark.parametrize("kw", [{}, {"sampler": "ddpm", "prediction_type": "epsilon"}])
+def test_chunk_follows_the_weights_and_equals_the_plain_loop(kw):
+    p = _policy(**kw)
+    g = torch.Generator().manual_seed(2)
+    obs, noise = torch.randn(3, 2, 4, generator=g), torch.randn(3, H, DA, generator=g)
+
+    def both(seed):
+        p.reset(seed=seed)
+        with torch.no_grad():  # the MLP's per-chunk conditioning
+            fast = p.predict_normalized_chunk(obs, noise=noise.clone())
+        p.reset(seed=seed)
+        with torch.enable_grad():  # the plain forward at every step
+            plain = p.predict_normalized_chunk(obs, noise=noise.clone()).detach()
+        return fast, plain
+
+    fast, plain = both(0)
+    assert torch.allclose(fast, plain, atol=1e-5)
+    # A training step changes the weights in place: the next chunk must use the new ones.
+    loss, _ = p.compute_loss({"obs": torch.randn(8, 2, 4, generator=g),
+                              "action": torch.rand(8, H, DA, generator=g)})
+    loss.backward()
+    torch.optim.SGD(p.parameters(), lr=1.0).step()
+    fast2, plain2 = both(0)
+    assert torch.allclose(fast2, plain2, atol=1e-5)
+    assert not torch.allclose(fast2, fast, atol=1e-4)
+
+
+def test_small_batch_threads_applies_to_small_batches_only_and_restores_the_setting():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        p = _policy(small_batch_threads=1)
+        seen = []
+        forward = p.denoiser.forward
+        p.denoiser.forward = lambda *a: seen.append(torch.get_num_threads()) or forward(*a)
+        small = p.predict_action_chunk(torch.randn(1, 2, 4))
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        p.predict_action_chunk(torch.randn(SMALL_BATCH + 1, 2, 4))
+        assert set(seen) == {2} and torch.get_num_threads() == 2
+        assert small.shape == (1, 4, DA) and torch.isfinite(small).all()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_negative_small_batch_threads_is_named():
+    with pytest.raises(ValueError, match="small_batch_threads=-1"):
+        DiffusionConfig(obs_dim=4, action_dim=2, small_batch_threads=-1)
