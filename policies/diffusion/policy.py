@@ -13,7 +13,7 @@ from torch import nn
 from policies.base import Policy, PolicyConfig
 from policies.constraints import METHODS as CONSTRAINT_METHODS
 from policies.constraints import ChunkConstraint, ChunkConstraintConfig
-from policies.diffusion.denoisers import MlpDenoiser, UNet1DDenoiser
+from policies.diffusion.denoisers import ChunkCondition, MlpDenoiser, UNet1DDenoiser
 from policies.diffusion.flow import data_estimate, euler_step, heun_step, interpolate
 from policies.diffusion.schedule import (
     add_noise,
@@ -281,10 +281,7 @@ class DiffusionPolicy(Policy):
             x = add_noise(tail, x, t_batch.fill_(steps[0].t), self.alphas_cumprod)
         prepared = self._prepared_condition(tuple(float(s.t) for s in steps), cond)
         for i, step in enumerate(steps):
-            if prepared is None:
-                out = self.denoiser(x, t_batch.fill_(step.t), cond)
-            else:
-                out = self.denoiser(x, i, prepared)
+            out = self._call_denoiser(x, i, step.t, cond, prepared, t_batch)
             noise = torch.randn(x.shape, generator=self.generator) if step.sigma > 0 else None
             x, x0 = reverse_step(x, out, step, c.prediction_type, c.clip_sample, noise)
             if self._constraint is not None:  # correct the clean estimate; x_prev is linear in it
@@ -294,13 +291,20 @@ class DiffusionPolicy(Policy):
             previous = x0
         return x
 
-    def _prepared_condition(self, timesteps: tuple[float, ...], cond: torch.Tensor):
+    def _prepared_condition(self, timesteps: tuple[float, ...], cond: torch.Tensor) -> ChunkCondition | None:
         # The MLP denoiser applies its input layer to the timesteps and the condition once per
         # chunk. Not while tracing (the export records the plain forward) or under autograd.
         if (isinstance(self.denoiser, MlpDenoiser) and not torch.is_grad_enabled()
                 and not torch.jit.is_tracing()):
             return self.denoiser.condition(timesteps, cond)
         return None
+
+    def _call_denoiser(self, x: torch.Tensor, k: int, t: float, cond: torch.Tensor,
+                       prepared: ChunkCondition | None, t_batch: torch.Tensor) -> torch.Tensor:
+        """The denoiser at the chunk's k-th timestep ``t``: prepared, or the plain forward."""
+        if prepared is None:
+            return self.denoiser(x, t_batch.fill_(t), cond)
+        return self.denoiser(x, k, prepared)
 
     def _integrate_flow(self, x: torch.Tensor, cond: torch.Tensor, sampler: str, start: int = 0,
                         tail: torch.Tensor | None = None) -> torch.Tensor:
@@ -311,12 +315,21 @@ class DiffusionPolicy(Policy):
         previous = None
         if tail is not None:
             x = interpolate(tail, x, s_batch.fill_(start * ds))
-        for k in range(start, K):
+        # Every time the integrator visits, in order (Heun also visits the end of each step).
+        heun = [sampler == "heun" and k < K - 1 for k in range(start, K)]
+        times = [t for k, h in zip(range(start, K), heun, strict=True)
+                 for t in ((k * ds * FLOW_TIME_SCALE, (k * ds + ds) * FLOW_TIME_SCALE) if h
+                           else (k * ds * FLOW_TIME_SCALE,))]
+        prepared = self._prepared_condition(tuple(times), cond)
+        j = 0  # index into times
+        for k, h in zip(range(start, K), heun, strict=True):
             s = k * ds
-            v = self.denoiser(x, s_batch.fill_(s * FLOW_TIME_SCALE), cond)
-            if sampler == "heun" and k < K - 1:
+            v = self._call_denoiser(x, j, times[j], cond, prepared, s_batch)
+            j += 1
+            if h:
                 x_pred = euler_step(x, v, ds)
-                v_next = self.denoiser(x_pred, s_batch.fill_((s + ds) * FLOW_TIME_SCALE), cond)
+                v_next = self._call_denoiser(x_pred, j, times[j], cond, prepared, s_batch)
+                j += 1
                 x = heun_step(x, v, v_next, ds)
             else:
                 x = euler_step(x, v, ds)

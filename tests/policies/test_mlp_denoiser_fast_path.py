@@ -49,7 +49,9 @@ def _policy(**kw):
     return p.eval()
 
 
-@pytest.mark.parametrize("kw", [{}, {"sampler": "ddpm", "prediction_type": "epsilon"}])
+@pytest.mark.parametrize("kw", [{}, {"sampler": "ddpm", "prediction_type": "epsilon"},
+                                {"objective": "flow", "sampler": "euler"},
+                                {"objective": "flow", "sampler": "heun"}])
 def test_chunk_follows_the_weights_and_equals_the_plain_loop(kw):
     p = _policy(**kw)
     g = torch.Generator().manual_seed(2)
