@@ -57,6 +57,26 @@ def _diffusers_loop(policy, scheduler, obs: torch.Tensor, noise: torch.Tensor) -
     return x
 
 
+def _bare_forwards(policy, steps: int, x: torch.Tensor, cond: torch.Tensor) -> None:
+    """The denoiser work of one ``steps``-step DDIM chunk without the sampler, back to back.
+
+    That is what the sampler itself calls: for the MLP denoiser, its per-chunk conditioning once
+    and then one prepared forward per step; for other denoisers, the plain forward per step.
+    """
+    from policies.diffusion.schedule import sampling_steps
+
+    d = policy.denoiser
+    if hasattr(d, "condition"):
+        timesteps = tuple(float(s.t) for s in sampling_steps(policy.alphas_cumprod, steps, 0.0))
+        prepared = d.condition(timesteps, cond)
+        for i in range(steps):
+            d(x, i, prepared)
+    else:
+        t_batch = torch.zeros(x.shape[0], dtype=torch.long)
+        for _ in range(steps):
+            d(x, t_batch, cond)
+
+
 def _peer(policy, steps: int, calls: int) -> dict:
     """Our DDIM loop vs diffusers' DDIMScheduler driving the same denoiser, batch 1, 2 threads."""
     from diffusers import DDIMScheduler
@@ -75,15 +95,13 @@ def _peer(policy, steps: int, calls: int) -> dict:
         ours = policy.predict_normalized_chunk(cond, noise=noise.clone())
         theirs = _diffusers_loop(policy, sched, obs, noise.clone())
         t_ours, t_theirs, t_fwd = [], [], []
-        t_batch = torch.zeros(1, dtype=torch.long)
         for _ in range(calls):
             t0 = time.perf_counter()
             policy.predict_normalized_chunk(cond, noise=noise)
             t1 = time.perf_counter()
             _diffusers_loop(policy, sched, obs, noise)
             t2 = time.perf_counter()
-            for _ in range(steps):
-                policy.denoiser(noise, t_batch, cond.flatten(1))
+            _bare_forwards(policy, steps, noise, cond.flatten(1))
             t3 = time.perf_counter()
             t_ours.append(t1 - t0)
             t_theirs.append(t2 - t1)

@@ -31,3 +31,24 @@ class SinusoidalEmbedding(nn.Module):
         """[B] -> [B, dim]."""
         angles = t.float()[:, None] * self.freqs[None]
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+# From this many elements on, ``mish_`` uses its one-exponential form: torch's Mish kernel costs
+# ~4 ns per element on this CPU (exp, log1p and tanh each), the form below ~1.2 ns plus seven
+# kernel calls (~7 us), so it pays from a few thousand elements (a [64, 512] batch: 129 -> 40 us).
+FAST_MISH_MIN = 4096
+
+
+def mish_(x: torch.Tensor) -> torch.Tensor:
+    """Mish ``x * tanh(softplus(x))`` in place, for inference (no autograd).
+
+    Large tensors use ``tanh(log(1 + e)) = n / (n + 2)`` with ``n = e (e + 2)``, ``e = exp(x)``;
+    the exponent is clamped at 20, where the ratio is 1.0 in float32. It equals torch's Mish to
+    float rounding (both within 5e-7 of a float64 reference on N(0, 2) inputs).
+    """
+    if x.numel() < FAST_MISH_MIN:
+        return nn.functional.mish(x, inplace=True)
+    e = x.clamp(max=20.0).exp_()
+    t = e + 2.0
+    n = e.mul_(t)
+    return x.mul_(n.div_(torch.add(n, 2.0, out=t)))

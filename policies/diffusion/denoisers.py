@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from policies.layers import SinusoidalEmbedding, mlp
+from policies.layers import SinusoidalEmbedding, mish_, mlp
 
 # Most floats of per-step input-layer sums ``ChunkCondition`` precomputes (256 KiB).
 PRESUM_LIMIT = 65536
@@ -69,7 +69,7 @@ class MlpDenoiser(nn.Module):
             pre = cond.pre[t] if cond.pre else cond.base + cond.time[t]
             h = torch.addmm(pre, x.reshape(x.shape[0], -1), cond.x_weight)
             for bias, weight in cond.layers:
-                h = torch.addmm(bias, nn.functional.mish(h, inplace=True), weight)
+                h = torch.addmm(bias, mish_(h), weight)
             return h.view(-1, self.horizon, self.action_dim)
         h = torch.cat([x.flatten(1), self.time_emb(t), cond], dim=-1)
         return self.net(h).view(-1, self.horizon, self.action_dim)

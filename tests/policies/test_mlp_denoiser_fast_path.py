@@ -17,20 +17,21 @@ def _denoiser():
 
 
 @pytest.mark.parametrize("presum", [True, False])
-def test_prepared_forward_equals_the_plain_forward(monkeypatch, presum):
+@pytest.mark.parametrize("batch", [5, 80])  # 80 x 64 hidden units: the one-exp Mish
+def test_prepared_forward_equals_the_plain_forward(monkeypatch, presum, batch):
     if not presum:  # the large-batch path: per-step sums instead of K sums made ahead
         monkeypatch.setattr(denoisers, "PRESUM_LIMIT", 0)
     d = _denoiser()
     g = torch.Generator().manual_seed(1)
-    x, cond = torch.randn(5, H, DA, generator=g), torch.randn(5, DC, generator=g)
+    x, cond = torch.randn(batch, H, DA, generator=g), torch.randn(batch, DC, generator=g)
     timesteps = (90.0, 45.0, 0.0, 12.5)
     with torch.no_grad():
         prepared = d.condition(timesteps, cond)
         assert bool(prepared.pre) == presum
         for k, t in enumerate(timesteps):
-            plain = d(x, torch.full((5,), t), cond)
+            plain = d(x, torch.full((batch,), t), cond)
             fast = d(x, k, prepared)
-            assert fast.shape == (5, H, DA)
+            assert fast.shape == (batch, H, DA)
             assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
             assert not torch.equal(fast, torch.zeros_like(fast))
 
