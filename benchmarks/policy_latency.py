@@ -21,6 +21,7 @@ from agents.evaluate import EvalConfig, evaluate, resolve_policy_dir
 from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
 from agents.train.distill import DistillConfig, distill, distill_train_defaults
 from policies import load_policy, save_policy
+from policies.diffusion.schedule import sampling_steps
 
 ENV = "kinodiff/PointObstacle-v0"
 # name -> (run, config overrides at inference)
@@ -57,24 +58,21 @@ def _diffusers_loop(policy, scheduler, obs: torch.Tensor, noise: torch.Tensor) -
     return x
 
 
-def _bare_forwards(policy, steps: int, x: torch.Tensor, cond: torch.Tensor) -> None:
-    """The denoiser work of one ``steps``-step DDIM chunk without the sampler, back to back.
+def _bare_forwards(policy, timesteps: tuple[float, ...], x: torch.Tensor, cond: torch.Tensor) -> None:
+    """The denoiser work of one DDIM chunk over ``timesteps`` without the sampler, back to back.
 
     That is what the sampler itself calls: for the MLP denoiser, its per-chunk conditioning once
     and then one prepared forward per step; for other denoisers, the plain forward per step.
     """
-    from policies.diffusion.schedule import sampling_steps
-
     d = policy.denoiser
     if hasattr(d, "condition"):
-        timesteps = tuple(float(s.t) for s in sampling_steps(policy.alphas_cumprod, steps, 0.0))
         prepared = d.condition(timesteps, cond)
-        for i in range(steps):
+        for i in range(len(timesteps)):
             d(x, i, prepared)
     else:
-        t_batch = torch.zeros(x.shape[0], dtype=torch.long)
-        for _ in range(steps):
-            d(x, t_batch, cond)
+        t_batch = torch.empty(x.shape[0], dtype=torch.long)
+        for t in timesteps:
+            d(x, t_batch.fill_(int(t)), cond)
 
 
 def _peer(policy, steps: int, calls: int) -> dict:
@@ -95,13 +93,14 @@ def _peer(policy, steps: int, calls: int) -> dict:
         ours = policy.predict_normalized_chunk(cond, noise=noise.clone())
         theirs = _diffusers_loop(policy, sched, obs, noise.clone())
         t_ours, t_theirs, t_fwd = [], [], []
+        timesteps = tuple(float(s.t) for s in sampling_steps(policy.alphas_cumprod, steps, 0.0))
         for _ in range(calls):
             t0 = time.perf_counter()
             policy.predict_normalized_chunk(cond, noise=noise)
             t1 = time.perf_counter()
             _diffusers_loop(policy, sched, obs, noise)
             t2 = time.perf_counter()
-            _bare_forwards(policy, steps, noise, cond.flatten(1))
+            _bare_forwards(policy, timesteps, noise, cond.flatten(1))
             t3 = time.perf_counter()
             t_ours.append(t1 - t0)
             t_theirs.append(t2 - t1)

@@ -34,7 +34,12 @@ class ChunkCondition:
     x_weight: torch.Tensor
     """[H * Da, hidden_0]: the input layer's columns for the flattened noisy chunk, transposed."""
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-    """(bias, transposed weight) of every later layer, in order."""
+    """(bias, transposed weight) of every later hidden layer, in order."""
+    head: tuple[torch.Tensor, torch.Tensor]
+    """(bias, transposed weight) of the output layer."""
+    out_scale: tuple[float, ...]
+    """Per step k: the output comes out multiplied by this, folded into the output layer (a
+    sampler's step weight of the estimate, saving it one multiply per step)."""
 
 
 class MlpDenoiser(nn.Module):
@@ -70,11 +75,14 @@ class MlpDenoiser(nn.Module):
             h = torch.addmm(pre, x.reshape(x.shape[0], -1), cond.x_weight)
             for bias, weight in cond.layers:
                 h = torch.addmm(bias, mish_(h), weight)
+            (bias, weight), scale = cond.head, cond.out_scale[t]
+            h = torch.addmm(bias, mish_(h), weight, beta=scale, alpha=scale)
             return h.view(-1, self.horizon, self.action_dim)
         h = torch.cat([x.flatten(1), self.time_emb(t), cond], dim=-1)
         return self.net(h).view(-1, self.horizon, self.action_dim)
 
-    def condition(self, timesteps: tuple[float, ...], cond: torch.Tensor) -> ChunkCondition:
+    def condition(self, timesteps: tuple[float, ...], cond: torch.Tensor,
+                  out_scale: tuple[float, ...] | None = None) -> ChunkCondition:
         """The timestep and condition work of the input layer for every step of one chunk.
 
         Equal to ``forward``'s up to float rounding (the input layer's sum is split in parts).
@@ -82,6 +90,7 @@ class MlpDenoiser(nn.Module):
         Args:
             timesteps: The K timesteps the sampler will visit, in order.
             cond: [B, Dc] condition.
+            out_scale: K factors the prepared forward multiplies its output by (default all 1).
 
         Returns:
             A ``ChunkCondition`` for ``forward(x, k, ...)`` with k in ``range(K)``.
@@ -104,8 +113,14 @@ class MlpDenoiser(nn.Module):
         # step count sums per step, so K copies of [B, hidden_0] are never held at once.
         small = time.numel() * base.shape[0] <= PRESUM_LIMIT
         pre = torch.add(time[:, None], base).unbind(0) if small else ()
-        layers = tuple((m.bias, m.weight.t()) for m in rest[1::2])
-        return ChunkCondition(time=time, base=base, pre=pre, x_weight=w[:n], layers=layers)
+        if out_scale is None:
+            out_scale = (1.0,) * len(timesteps)
+        elif len(out_scale) != len(timesteps):
+            raise ValueError(f"out_scale has {len(out_scale)} factors; expected one per timestep "
+                             f"({len(timesteps)})")
+        *layers, head = ((m.bias, m.weight.t()) for m in rest[1::2])
+        return ChunkCondition(time=time, base=base, pre=pre, x_weight=w[:n], layers=tuple(layers),
+                              head=head, out_scale=tuple(out_scale))
 
 
 class _ConvBlock(nn.Sequential):

@@ -36,10 +36,21 @@ def test_prepared_forward_equals_the_plain_forward(monkeypatch, presum, batch):
             assert not torch.equal(fast, torch.zeros_like(fast))
 
 
-def test_condition_refuses_autograd():
+def test_condition_refuses_autograd_and_a_wrong_number_of_scales():
     d = _denoiser()
     with pytest.raises(RuntimeError, match="torch.no_grad"):
         d.condition((1.0,), torch.zeros(1, DC))
+    with torch.no_grad(), pytest.raises(ValueError, match="out_scale has 1 factors; expected one per"):
+        d.condition((1.0, 2.0), torch.zeros(1, DC), out_scale=(0.5,))
+
+
+def test_out_scale_multiplies_the_prepared_output():
+    d = _denoiser()
+    x, cond = torch.randn(2, H, DA), torch.randn(2, DC)
+    with torch.no_grad():
+        plain = d(x, 1, d.condition((3.0, 7.0), cond))
+        scaled = d(x, 1, d.condition((3.0, 7.0), cond, out_scale=(1.0, 0.25)))
+    assert torch.allclose(scaled, 0.25 * plain, atol=1e-6)
 
 
 def _policy(**kw):
@@ -50,7 +61,10 @@ def _policy(**kw):
     return p.eval()
 
 
-@pytest.mark.parametrize("kw", [{}, {"sampler": "ddpm", "prediction_type": "epsilon"},
+# The default (DDIM, sample prediction, clipped) and DDPM with fresh noise per step fold the step
+# weight into the output layer; epsilon prediction and flow take the prepared forward only.
+@pytest.mark.parametrize("kw", [{}, {"sampler": "ddpm"}, {"clip_sample": False},
+                                {"sampler": "ddpm", "prediction_type": "epsilon"},
                                 {"objective": "flow", "sampler": "euler"},
                                 {"objective": "flow", "sampler": "heun"}])
 def test_chunk_follows_the_weights_and_equals_the_plain_loop(kw):
