@@ -138,7 +138,8 @@ class SimRobot:
         """
         latest = None
         while (frame := self._reader.read(0.0)) is not None:  # drain without waiting
-            if frame["op"] == "observation":
+            # Pushes carry no id; a frame with one answers a request that already timed out.
+            if frame["op"] == "observation" and frame.get("id") is None:
                 latest = frame
         if latest is None or latest["seq"] == self._last_seq:
             latest = self._request({"op": "observe"}, timeout)
@@ -164,6 +165,7 @@ class SimRobot:
         reply = self._request({"op": "reset", "seed": int(seed)}, timeout)
         if reply is None:
             raise TimeoutError(f"simulated robot did not reset within {timeout} s")
+        self._last_seq = reply["seq"]  # what reset returned is not news to the next read
         return self._observation(reply)
 
     def stats(self, timeout: float = 5.0) -> dict[str, Any]:

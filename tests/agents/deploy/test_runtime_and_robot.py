@@ -4,6 +4,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -103,6 +104,7 @@ def test_a_stopped_robot_process_reads_as_stale_and_late_replies_are_dropped():
             assert robot.read_observation(0.05) is None
         finally:
             os.kill(robot.process.pid, signal.SIGCONT)
+        time.sleep(0.3)  # let the late reply arrive first: the next read must skip it, not return it
         robot.send_command(np.array([0.2]))
         obs = robot.read_observation(5.0)  # the late reply to the timed-out request is skipped
         assert obs.seq == 2 and robot.stats()["commands"] == 1
