@@ -147,22 +147,10 @@ class MujocoTaskEnv(gym.Env, EzPickle):
                     self._clipped = 0
             elif action.dtype == np.float32:
                 # The bounds are the float32 space's own: the check needs no cast.
-                out = self._action32
-                np.fmin(np.fmax(action, self._low32, out=out), self._high32, out=out)
-                if out.tobytes() == action.tobytes():
-                    ctrl[:] = action
-                    self._clipped = 0
-                else:
-                    ctrl[:] = self._validate_action(action)
+                self._set_if_in_bounds(ctrl, action, action, self._low32, self._high32, self._action32)
             else:
-                arr, out = self._action_in, self._action
-                arr[:] = action
-                np.fmin(np.fmax(arr, self._low, out=out), self._high, out=out)
-                if out.tobytes() == arr.tobytes():
-                    ctrl[:] = out
-                    self._clipped = 0
-                else:
-                    ctrl[:] = self._validate_action(action)
+                self._action_in[:] = action
+                self._set_if_in_bounds(ctrl, action, self._action_in, self._low, self._high, self._action)
         else:
             ctrl[:] = self._validate_action(action)
         counts = self._divergence_counts
@@ -203,6 +191,19 @@ class MujocoTaskEnv(gym.Env, EzPickle):
             self._renderer = None
 
     # -- helpers ---------------------------------------------------------------------------
+    def _set_if_in_bounds(self, ctrl: np.ndarray, action: np.ndarray, values: np.ndarray,
+                          low: np.ndarray, high: np.ndarray, out: np.ndarray) -> None:
+        """``ctrl <- values`` if clipping them to ``[low, high]`` changes no byte, else the general path.
+
+        NaN fails the byte compare too, so it reaches ``_validate_action`` and its error.
+        """
+        np.fmin(np.fmax(values, low, out=out), high, out=out)
+        if out.tobytes() == values.tobytes():
+            ctrl[:] = values
+            self._clipped = 0
+        else:
+            ctrl[:] = self._validate_action(action)
+
     def _validate_action(self, action) -> np.ndarray:
         arr = np.asarray(action, dtype=np.float64)
         if arr.shape != self.action_space.shape:
