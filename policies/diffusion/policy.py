@@ -13,6 +13,7 @@ from torch import nn
 from policies.base import Policy, PolicyConfig
 from policies.constraints import METHODS as CONSTRAINT_METHODS
 from policies.constraints import ChunkConstraint, ChunkConstraintConfig
+from policies.diffusion.angles import angle_features, check_angle_features
 from policies.diffusion.denoisers import ChunkCondition, MlpDenoiser, UNet1DDenoiser
 from policies.diffusion.flow import data_estimate, euler_step, heun_step, interpolate
 from policies.diffusion.schedule import (
@@ -81,6 +82,10 @@ class DiffusionConfig(PolicyConfig):
     constraint_method: str = "none"
     """How a constraint spec given by ``set_constraints`` is enforced while sampling: ``none``,
     ``clip``, ``project``, ``guidance``, ``cbf`` or ``final`` (see ``policies.constraints``)."""
+    angle_features: tuple[int, ...] = ()
+    """``obs_encoder=state``: indices of observation features that are angles (radians). The
+    encoder sees each as its sine and cosine, so a wrap from pi to -pi is no jump (PushT-v0: 4,
+    the block angle); the normalized observations elsewhere keep their ``Do`` features."""
     obs_encoder: str = "state"
     """Observation encoder, trained with the denoiser: ``state`` (the [B, To, Do] history,
     flattened) or ``image`` (a dict observation: a small CNN over ``image_key`` frames, concatenated
@@ -115,6 +120,7 @@ class DiffusionConfig(PolicyConfig):
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.crop_shape = tuple(int(s) for s in self.crop_shape)
         self.encoder_channels = tuple(int(s) for s in self.encoder_channels)
+        self.angle_features = tuple(int(d) for d in self.angle_features)
         if len(self.image_shape) != 3 or self.image_shape[2] != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape={self.image_shape} is invalid; expected (H, W, 3)")
         if len(self.crop_shape) != 2 or not all(
@@ -131,6 +137,10 @@ class DiffusionConfig(PolicyConfig):
         if self.constraint_method not in CONSTRAINT_METHODS:
             raise ValueError(f"constraint_method={self.constraint_method!r} is invalid; expected one "
                              f"of {list(CONSTRAINT_METHODS)}")
+        check_angle_features(self.angle_features, int(self.obs_dim))
+        if self.angle_features and self.obs_encoder != "state":
+            raise ValueError(f"angle_features={self.angle_features} needs obs_encoder='state'; "
+                             f"got {self.obs_encoder!r}")
         if not 0.0 <= self.warm_start < 1.0:
             raise ValueError(f"warm_start={self.warm_start}; expected 0 <= fraction < 1")
         if self.adaptive_tol < 0:
@@ -176,7 +186,7 @@ class DiffusionPolicy(Policy):
                 feature_dim=c.image_features, crop_shape=c.crop_shape,
                 channels=c.encoder_channels, num_keypoints=c.num_keypoints)
         else:
-            self.obs_encoder = LowDimEncoder(c.obs_dim, c.n_obs_steps)
+            self.obs_encoder = LowDimEncoder(c.obs_dim + len(c.angle_features), c.n_obs_steps)
         cond_dim = self.obs_encoder.out_dim
         if c.denoiser == "mlp":
             self.denoiser: nn.Module = MlpDenoiser(c.horizon, c.action_dim, cond_dim, c.hidden_dims)
@@ -191,6 +201,14 @@ class DiffusionPolicy(Policy):
         self._step_cache: dict[tuple[int, str], list] = {}
         self._last: torch.Tensor | None = None
         self._constraint: ChunkConstraint | None = None
+
+    def encode(self, obs: Any) -> torch.Tensor:
+        """Normalized observations (as ``prepare_obs`` gives them) -> the condition [B, Dc]."""
+        dims = self.config.angle_features
+        if dims:
+            n = self.obs_normalizer
+            obs = angle_features(obs, dims, n.center, n.half_range)
+        return self.obs_encoder(obs)
 
     def set_constraints(self, spec: dict | None, **options) -> None:
         """Enforce a constraint spec while sampling (``None`` removes it).
@@ -237,7 +255,7 @@ class DiffusionPolicy(Policy):
 
     def _sample_chunk(self, obs: Any, noise: torch.Tensor | None, sampler: str | None) -> torch.Tensor:
         c = self.config
-        cond = self.obs_encoder(obs)
+        cond = self.encode(obs)
         shape = (cond.shape[0], c.horizon, c.action_dim)
         warm = noise is None and c.warm_start > 0 and self._last is not None and self._last.shape == shape
         x = torch.randn(shape, generator=self.generator) if noise is None else noise
@@ -437,7 +455,7 @@ class DiffusionPolicy(Policy):
         obs, actions = self.normalized_batch(batch)
         c = self.config
         B = actions.shape[0]
-        cond = self.obs_encoder(obs)
+        cond = self.encode(obs)
         noise = torch.randn_like(actions)
         if c.sampler == "onestep" and c.teacher:
             # The teacher's deterministic sampler (DDIM or Euler/Heun) from the same noise is the
