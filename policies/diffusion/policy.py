@@ -120,7 +120,9 @@ class DiffusionConfig(PolicyConfig):
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.crop_shape = tuple(int(s) for s in self.crop_shape)
         self.encoder_channels = tuple(int(s) for s in self.encoder_channels)
-        self.angle_features = tuple(int(d) for d in self.angle_features)
+        # One index may come bare (``--set angle_features=4``).
+        dims = self.angle_features
+        self.angle_features = (int(dims),) if isinstance(dims, int) else tuple(int(d) for d in dims)
         if len(self.image_shape) != 3 or self.image_shape[2] != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape={self.image_shape} is invalid; expected (H, W, 3)")
         if len(self.crop_shape) != 2 or not all(

@@ -76,3 +76,8 @@ def test_trains_predicts_and_round_trips(tmp_path):
     assert q.config.angle_features == (4,)
     q.reset(seed=7)
     assert torch.allclose(q.predict_action_chunk(obs), a)
+
+
+def test_config_takes_one_bare_index():
+    p = make_policy("diffusion", obs_dim=5, action_dim=2, angle_features=4)
+    assert p.config.angle_features == (4,)
