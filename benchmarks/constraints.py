@@ -54,10 +54,17 @@ def train_policy(out: Path, episodes: int, steps: int) -> Path:
 
 
 def run_episodes(policy_dir: Path, method: str, episodes: int, extra_obstacles=(),
-                 tighten: bool = False, first: int = 0) -> dict[str, Any]:
+                 tighten: bool = False, first: int = 0, guard: bool | None = None) -> dict[str, Any]:
     """Evaluate one method on seeded episodes ``first .. first + episodes - 1``; violations are
-    counted against the enforced spec."""
+    counted against the enforced spec.
+
+    Every method but ``none`` runs behind the runtime dynamics guard (``planners.dynamics_guard``,
+    MuJoCo in the loop on a cloned ``MjData``) unless ``guard`` says otherwise: sampling-time
+    enforcement bounds the torque, the guard what the joints then do (contacts, rate-limited
+    braking, the twin's error). Violations are counted on the commands and states actually executed.
+    """
     import envs
+    from planners.dynamics_guard import DynamicsGuard
     from policies import load_policy
 
     env = envs.make_env(TASK, extra_obstacles=tuple(extra_obstacles))
@@ -65,9 +72,12 @@ def run_episodes(policy_dir: Path, method: str, episodes: int, extra_obstacles=(
     spec = tightened(u.constraint_spec) if tighten else u.constraint_spec
     policy, _ = load_policy(policy_dir)
     policy.set_constraints(spec.to_dict(), method=method)
+    use_guard = method != "none" if guard is None else guard
+    shield = DynamicsGuard(u.model, spec, u.frame_skip) if use_guard else None
     rate = spec.action_rate_limit
     success = collided = violating = steps = n_violations = 0
-    worst_speed, latencies = 0.0, []
+    kinds = dict.fromkeys(("ctrlrange", "rate", "joint_position", "joint_velocity"), 0)
+    worst_speed, latencies, guard_ms = 0.0, [], []
     for i in range(first, first + episodes):
         obs, _ = env.reset(seed=SEED + i)
         policy.reset(seed=SEED + i)
@@ -78,14 +88,20 @@ def run_episodes(policy_dir: Path, method: str, episodes: int, extra_obstacles=(
             action = policy.select_action(obs)
             if pending:
                 latencies.append(time.perf_counter() - t0)
+            if shield is not None:
+                t0 = time.perf_counter()
+                action = shield.filter(action, u.data).sent
+                guard_ms.append(time.perf_counter() - t0)
             a = action.astype(np.float64)
-            bad += int(np.count_nonzero((a < spec.ctrl_low) | (a > spec.ctrl_high)))
-            if rate is not None:
-                bad += int(np.count_nonzero(np.abs(a - prev) > rate))
+            n_ctrl = int(np.count_nonzero((a < spec.ctrl_low) | (a > spec.ctrl_high)))
+            n_rate = 0 if rate is None else int(np.count_nonzero(np.abs(a - prev) > rate))
             prev = a
             obs, _, terminated, truncated, info = env.step(action)
             counts = spec.count_violations(u.data.qpos, u.data.qvel)
-            bad += counts.joint_position + counts.joint_velocity
+            for kind, n in zip(kinds, (n_ctrl, n_rate, counts.joint_position, counts.joint_velocity),
+                               strict=True):
+                kinds[kind] += n
+                bad += n
             worst_speed = max(worst_speed, float(np.max(np.abs(u.data.qvel) / spec.joint_velocity_limit)))
             hit |= bool(info["collision"])
             steps += 1
@@ -98,8 +114,12 @@ def run_episodes(policy_dir: Path, method: str, episodes: int, extra_obstacles=(
     return {"method": method, "episodes": episodes, "success_rate": success / episodes,
             "collision_episodes": collided, "violation_episodes": violating, "steps": steps,
             "violations_per_1000_steps": 1000.0 * n_violations / max(steps, 1),
+            "violations_by_kind": kinds,
             "worst_speed_over_limit": worst_speed,
-            "chunk_ms_p50": float(np.median(latencies) * 1e3) if latencies else None}
+            "chunk_ms_p50": float(np.median(latencies) * 1e3) if latencies else None,
+            "guard": None if shield is None else {
+                **shield.summary(), "ms_per_step_p50": float(np.median(guard_ms) * 1e3),
+                "ms_per_step_p99": float(np.percentile(guard_ms, 99) * 1e3)}}
 
 
 def chunk_cost(policy_dir: Path, n_obs: int = 20, repeats: int = 3) -> dict[str, float]:
