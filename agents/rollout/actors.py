@@ -18,6 +18,7 @@ from agents.rollout.batch_actors import (
     Sb3BatchActor,
     robots_per_env,
 )
+from agents.rollout.guarded_actor import GuardedActor
 from envs import make_expert
 from policies import Policy, load_policy
 
@@ -184,10 +185,11 @@ class PolicyActorFactory:
         self.policy_dir, self.source, self.threads = policy_dir, source, threads
         self.constraint_method = constraint_method
 
-    def __call__(self, env: gym.Env) -> PolicyActor:
+    def __call__(self, env: gym.Env) -> PolicyActor | GuardedActor:
         """Load the policy (with ``threads`` torch threads) for this worker.
 
-        With a constraint method, the policy enforces the task's ``constraint_spec`` as it samples.
+        With a constraint method, the policy enforces the task's ``constraint_spec`` as it samples
+        and its actions pass the runtime dynamics guard (``GuardedActor``) before the env steps them.
         """
         import torch
 
@@ -196,6 +198,7 @@ class PolicyActorFactory:
         policy, _ = load_policy(self.policy_dir)
         if self.constraint_method != "none":
             policy.set_constraints(env.unwrapped.constraint_spec.to_dict(), method=self.constraint_method)
+            return GuardedActor(PolicyActor(policy, self.source), env)
         return PolicyActor(policy, self.source)
 
     def batch(self, envs: list[gym.Env]) -> PolicyBatchActor | PerSlotBatchActor:

@@ -6,6 +6,7 @@ import pytest
 import envs
 from agents.evaluate import EvalConfig, evaluate
 from agents.rollout.actors import PolicyActorFactory
+from agents.rollout.guarded_actor import GuardedActor
 from policies.diffusion.policy import DiffusionConfig, DiffusionPolicy
 from policies.io import save_policy
 
@@ -20,7 +21,10 @@ def arm_policy(tmp_path_factory):
 
 def test_the_factory_gives_the_policy_the_task_spec(arm_policy):
     env = envs.make_env("kinodiff/ArmReach-v0")
-    actor = PolicyActorFactory(str(arm_policy), "p", constraint_method="clip")(env)
+    guarded = PolicyActorFactory(str(arm_policy), "p", constraint_method="clip")(env)
+    # With a method, the actions also pass the runtime dynamics guard.
+    assert isinstance(guarded, GuardedActor)
+    actor = guarded.actor
     assert actor.policy._constraint is not None and actor.policy._constraint.config.method == "clip"
     plain = PolicyActorFactory(str(arm_policy), "p")(env)
     assert plain.policy._constraint is None
