@@ -17,7 +17,6 @@ PettingZoo ``ParallelEnv`` with one agent per robot.
 from __future__ import annotations
 
 import colorsys
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,10 +186,6 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         self._goals = np.zeros((n, 2))
         # Views of MjData's arrays (valid for the life of self.data, which is never replaced).
         self._pos = self.data.qpos.reshape(n, 2)
-        self._vel = self.data.qvel.reshape(n, 2)
-        self._z = self.data.qpos.view(np.complex128)  # robot i at x_i + 1j * y_i, a live view
-        self._z_goals = np.zeros(n, dtype=np.complex128)
-        self._z_to_goal = np.zeros(n, dtype=np.complex128)
         self._dist = np.zeros(n)
         self._prev_dist = np.zeros(n)
         self._sum_dist = self._sum_prev = 0.0
@@ -253,62 +248,27 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         raise RuntimeError(f"could only place {count} of {n} robots")  # pragma: no cover
 
     # -- task hooks ----------------------------------------------------------------------------
-    # The per-step cost is set by the number of numpy calls, not by N (<= 64): after a 64-robot
-    # mj_step every call starts cold. So the step path below is ~20 whole-array calls on
-    # preallocated buffers and cached MjData views, each running along rows of N (numpy's inner
-    # loops are as long as the last axis: a trailing axis of 2 or 4 makes them several times
-    # slower), and what only the PettingZoo view needs (per-robot rewards and contacts) is
-    # computed on demand in ``robot_rewards``.
+    # The per-step cost is set by the number of numpy calls more than by N (<= 64): after a
+    # 64-robot mj_step every call starts cold. The observation (pairwise distances, the K nearest,
+    # relative features) is one compiled pass (envs/arena_kernel.py); the few whole-array calls
+    # left run on cached MjData views, and what only the PettingZoo view needs (per-robot rewards
+    # and contacts) is computed on demand in ``robot_rewards``.
 
     def _build_step_buffers(self) -> None:
-        """Preallocate what the step path writes and the index tables it reads (see _observation)."""
-        lay = self.layout
-        n, kv, dim = lay.n_robots, lay.n_visible, lay.obs_dim
-        # The observation is gathered in one take from ``src`` (float32): every robot's own state
-        # [x, y, vx, vy] and goal offset, its neighbours' states relative to its own, and a zero
-        # for empty neighbour slots. Each part is stored as rows of N (neighbours as kv x N).
-        self._src = np.zeros(6 * n + 4 * n * kv + 1, dtype=np.float32)
-        self._state = self._src[:4 * n].reshape(4, n)
-        self._src_to_goal = self._src[4 * n:6 * n].reshape(2, n)
-        self._nbr = self._src[6 * n:6 * n + 4 * n * kv].reshape(4, kv, n)
-        index = np.full((n, dim), len(self._src) - 1, dtype=np.intp)
-        robots = np.arange(n)
-        index[:, 0:4] = robots[:, None] + n * np.arange(4)
-        index[:, 4:6] = 4 * n + robots[:, None] + n * np.arange(2)
-        nbr_index = index[:, 6:6 + 4 * kv].reshape(n, kv, 4)
-        nbr_index[:] = (6 * n + n * kv * np.arange(4)[None, None, :] + robots[:, None, None]
-                        + n * np.arange(kv)[None, :, None])
-        self._obs_index = index.reshape(-1)
-        self._own = self._state[:, None, :]
-        self._gathered = np.zeros((4, kv, n), dtype=np.float32)
-        self._goal_radius = np.array(lay.goal_radius)  # a 0-d array: cheaper in a ufunc than a float
-        # Transposed views of MjData's xy columns: rows of N for the casts into src.
-        self._pos_t, self._vel_t = self._pos.T, self._vel.T
-        self._to_goal_t = self._z_to_goal.view(np.float64).reshape(n, 2).T
-        self._rel_xy = np.zeros((2, n, n), dtype=np.float32)
-        # Every view the step path uses, made once (making a view costs as much as a small ufunc).
-        self._state_pos, self._state_vel = self._state[0:2], self._state[2:4]
-        self._pos_row, self._pos_col = self._state[0:2, None, :], self._state[0:2, :, None]
-        self._rel_x, self._rel_y = self._rel_xy
-        # The K nearest, nearest first, ties to the lower index, by one row sort of int64 keys:
-        # high word the float32 squared distance (order-preserving as int32 for d2 >= 0), low
-        # word the other robot's index. Each step writes both words and sorts in place; the
-        # first kv low words are then the neighbours.
-        lo, hi = (0, 1) if sys.byteorder == "little" else (1, 0)
-        self._keys = np.zeros((n, n), dtype=np.int64)
-        words = self._keys.view(np.int32).reshape(n, n, 2)
-        self._key_d2 = self._keys.view(np.float32).reshape(n, n, 2)[:, :, hi]
-        self._key_index = words[:, :, lo]
-        self._key_diag = self._keys.view(np.float32).reshape(-1)[hi::2 * (n + 1)]
-        self._robots = robots.astype(np.int32)
-        self._nearest = words[:, :kv, lo].T  # (kv, n): the k-th neighbour of every robot
-        self._ctrl_sq = np.zeros(2 * n)
+        """Cache what the step path reads: MjData views and the compiled observation kernel."""
+        # Imported here, not at module level: `import envs` registers every task, and only the
+        # arena needs numba (its import and the compiled-code load cost ~0.5 s).
+        from envs.arena_kernel import arena_observation
+
+        self._kernel = arena_observation
+        self._qpos_flat, self._qvel_flat = self.data.qpos, self.data.qvel
+        self._n_neighbors, self._radius = self.layout.n_neighbors, self.layout.goal_radius
+        self._ctrl_sq = np.zeros(2 * self.layout.n_robots)
 
     def _reset_task(self, options: dict) -> None:
         lay = self.layout
         starts = self._sample_points(lay.robot_radius + 0.05, None)
         self._goals[:] = self._sample_points(lay.robot_radius + lay.goal_radius, starts)
-        self._z_goals[:] = self._goals[:, 0] + 1j * self._goals[:, 1]
         self.data.qpos[:] = starts.ravel()
         self.data.qvel[:] = 0.0
         self.model.site_pos[self._goal_sites, :2] = self._goals
@@ -339,28 +299,11 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         # both the previous and the current distances stay available (progress, robot_rewards).
         # The base calls this exactly once per step and once per reset.
         self._prev_dist, self._dist = self._dist, self._prev_dist
-        dist = self._dist
-        to_goal = np.subtract(self._z_goals, self._z, out=self._z_to_goal)  # goal - position
-        np.abs(to_goal, out=dist)
-        self._sum_prev, self._sum_dist = self._sum_dist, float(_sum(dist))
-        at_goal = np.less_equal(dist, self._goal_radius)
-        self._step_stats = (ncon, slots, ctrl_sq, positions, at_goal, int(np.count_nonzero(at_goal)))
-        # Own state and goal offset, cast to float32 into src (as rows of N).
-        np.copyto(self._state_pos, self._pos_t)
-        np.copyto(self._state_vel, self._vel_t)
-        np.copyto(self._src_to_goal, self._to_goal_t)
-        # Squared distances between all pairs, in float32 from the float32 positions (as the
-        # neighbour features are), written straight into the sort keys' high words.
-        rel = np.subtract(self._pos_row, self._pos_col, out=self._rel_xy)
-        np.square(rel, out=rel)
-        np.add(self._rel_x, self._rel_y, out=self._key_d2)
-        self._key_diag[...] = np.inf  # a robot is not its own neighbour
-        np.copyto(self._key_index, self._robots)
-        self._keys.sort(axis=1)
-        # The neighbours' states relative to each robot's own, then the whole observation.
-        gathered = self._state.take(self._nearest, axis=1, out=self._gathered)
-        np.subtract(gathered, self._own, out=self._nbr)
-        return self._src.take(self._obs_index)
+        obs, at_goal, total, n_at_goal = self._kernel(
+            self._qpos_flat, self._qvel_flat, self._goals, self._n_neighbors, self._radius, self._dist)
+        self._sum_prev, self._sum_dist = self._sum_dist, total
+        self._step_stats = (ncon, slots, ctrl_sq, positions, at_goal, n_at_goal)
+        return obs
 
     def _evaluate(self, action: np.ndarray) -> tuple[float, bool, dict[str, Any]]:
         # ``action`` is data.ctrl, whose squared norm _observation has taken with the rest.
