@@ -30,7 +30,7 @@ from envs.mujoco_task import MujocoTaskEnv
 from sim_assets import asset_path
 
 MIN_ROBOTS, MAX_ROBOTS = 2, 64
-_sum = np.add.reduce  # the ufunc itself: ndarray.sum adds a Python-level wrapper per call
+_F32, _BOOL = np.dtype(np.float32), np.dtype(np.bool_)
 ROBOT_RADIUS = 0.05
 """Radius of every robot sphere, metres."""
 FRAME_SKIP = 5
@@ -258,12 +258,17 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         """Cache what the step path reads: MjData views and the compiled observation kernel."""
         # Imported here, not at module level: `import envs` registers every task, and only the
         # arena needs numba (its import and the compiled-code load cost ~0.5 s).
-        from envs.arena_kernel import arena_observation
+        from envs.arena_kernel import arena_step_terms
 
-        self._kernel = arena_observation
+        self._kernel = arena_step_terms
         self._qpos_flat, self._qvel_flat = self.data.qpos, self.data.qvel
         self._n_neighbors, self._radius = self.layout.n_neighbors, self.layout.goal_radius
-        self._ctrl_sq = np.zeros(2 * self.layout.n_robots)
+        self._no_contacts = np.zeros((0, 2), dtype=np.int32)
+        n = self._n = self.layout.n_robots
+        self._obs_size, self._xy = n * self.layout.obs_dim, (n, 2)
+        self._scratch = np.zeros((5, n), dtype=np.float32)
+        self._keys = np.zeros(n, dtype=np.int64)
+        self._new = np.empty  # one attribute lookup per array instead of two
 
     def _reset_task(self, options: dict) -> None:
         lay = self.layout
@@ -285,22 +290,23 @@ class MultiRobotArenaEnv(MujocoTaskEnv):
         self._robot_collisions = self._wall_collisions = 0
 
     def _observation(self) -> np.ndarray:
-        # MuJoCo's arrays are still in cache right after the physics step: first read from them
-        # what the reward needs (kept for _evaluate), then build the observation.
+        # One compiled pass builds the observation and what the reward needs (kept for _evaluate).
         # Contacts at the end of the control step (the base steps frame_skip physics steps in one
         # call, so intermediate contacts are not seen; 0.05 s is too short to pass through a robot).
         # Only robots and walls collide (the floor has contype 0) and every contact has a robot
         # in it, so robot slots = contacts + robot-robot contacts.
         ncon = self.data.ncon
-        slots = int(np.count_nonzero(self._geom_is_robot.take(self.data.contact.geom))) if ncon else 0
-        positions = self._pos.copy()
-        ctrl_sq = float(_sum(np.square(self._ctrl, out=self._ctrl_sq)))
-        # Distances to goals: this step's go into the buffer that held the step before last, so
-        # both the previous and the current distances stay available (progress, robot_rewards).
-        # The base calls this exactly once per step and once per reset.
+        new = self._new
+        obs, positions, at_goal = new(self._obs_size, _F32), new(self._xy), new(self._n, _BOOL)
+        total, n_at_goal, ctrl_sq, slots = self._kernel(
+            self._qpos_flat, self._qvel_flat, self._ctrl, self._goals,
+            self.data.contact.geom if ncon else self._no_contacts, self._geom_is_robot,
+            self._n_neighbors, self._radius, self._prev_dist, obs, positions, at_goal,
+            self._scratch, self._keys)
+        # This step's goal distances went into the buffer that held the step before last: both
+        # the previous and the current distances stay available (progress, robot_rewards). The
+        # base calls this exactly once per step and once per reset.
         self._prev_dist, self._dist = self._dist, self._prev_dist
-        obs, at_goal, total, n_at_goal = self._kernel(
-            self._qpos_flat, self._qvel_flat, self._goals, self._n_neighbors, self._radius, self._dist)
         self._sum_prev, self._sum_dist = self._sum_dist, total
         self._step_stats = (ncon, slots, ctrl_sq, positions, at_goal, n_at_goal)
         return obs

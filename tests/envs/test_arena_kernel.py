@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from envs.arena_kernel import arena_observation
+from envs.arena_kernel import arena_step_terms
 
 
 def numpy_observation(qpos, qvel, goals, k):
@@ -35,7 +35,14 @@ def test_kernel_equals_the_numpy_definition(n, k):
         goals = rng.uniform(-1.4, 1.4, (n, 2))
         dist = np.empty(n)
         radius = 0.5
-        obs, at_goal, total, n_at_goal = arena_observation(qpos, qvel, goals, k, radius, dist)
+        ctrl = rng.uniform(-1, 1, 2 * n)
+        is_robot = np.r_[False, np.ones(n, bool), False]  # floor, robots, a wall
+        contacts = rng.integers(0, n + 2, (trial, 2)).astype(np.int32)
+        obs = np.full(n * (6 + 4 * k), np.nan, np.float32)  # every element must be written
+        positions, at_goal = np.full((n, 2), np.nan), np.zeros(n, bool)
+        total, n_at_goal, ctrl_sq, slots = arena_step_terms(
+            qpos, qvel, ctrl, goals, contacts, is_robot, k, radius, dist, obs, positions, at_goal,
+            np.full((5, n), np.nan, np.float32), np.zeros(n, np.int64))
         want_obs, want_dist = numpy_observation(qpos, qvel, goals, k)
         assert obs.dtype == np.float32 and obs.shape == want_obs.shape
         np.testing.assert_array_equal(obs, want_obs)
@@ -43,11 +50,6 @@ def test_kernel_equals_the_numpy_definition(n, k):
         np.testing.assert_array_equal(at_goal, want_dist <= radius)
         assert n_at_goal == np.count_nonzero(want_dist <= radius)
         assert total == pytest.approx(want_dist.sum(), rel=1e-14)
-
-
-def test_each_call_returns_a_new_array():
-    qpos, qvel, goals = np.zeros(4), np.zeros(4), np.ones((2, 2))
-    first, at_first, *_ = arena_observation(qpos, qvel, goals, 4, 0.1, np.empty(2))
-    second, at_second, *_ = arena_observation(qpos + 1.0, qvel, goals, 4, 0.1, np.empty(2))
-    assert first is not second and first[0] == 0.0 and second[0] == 1.0
-    assert at_first is not at_second and not at_first.any() and at_second.all()
+        np.testing.assert_array_equal(positions, qpos.reshape(n, 2))
+        assert ctrl_sq == pytest.approx(np.sum(ctrl**2), rel=1e-14)
+        assert slots == np.count_nonzero(is_robot[contacts])
