@@ -50,7 +50,7 @@ def test_negative_worker_count_is_named():
 
 
 def test_calls_split_evenly_across_workers_so_no_worker_runs_the_tail_alone():
-    from agents.rollout.pool import split_calls
+    from agents.rollout.pool_config import split_calls
 
     jobs = [(i, 100 + i) for i in range(20)]
     calls = split_calls(jobs, per_call=4, workers=2)

@@ -1,0 +1,74 @@
+"""How a rollout pool runs: its settings, and how a job list is cut into worker calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(kw_only=True)
+class PoolConfig:
+    """Where and how rollouts run."""
+
+    workers: int = 0
+    """0 runs in this process; W > 0 starts W Ray actors."""
+    envs_per_worker: int = 1
+    """Envs M each worker steps together (one batched policy call per control step)."""
+    ray_address: str | None = None
+    """Join this Ray cluster instead of starting a local one."""
+    cpus_per_worker: float = 1.0
+    """Ray CPUs reserved per worker."""
+    episodes_per_call: int = 0
+    """Episodes per worker call; 0 picks ``4 * envs_per_worker``."""
+    step_timeout: float | None = 60.0
+    """Seconds one env step may take before it is reported as hung (None: no limit)."""
+    max_restarts: int = 3
+    """Restarts Ray grants each worker actor."""
+    max_attempts: int = 3
+    """Runs of one episode (its first included) before the rollout gives up."""
+    spread: bool = False
+    """Place Ray workers on as many nodes as possible (Ray's SPREAD strategy) instead of packing."""
+    dashboard: bool = False
+    """Start the embedded Ray with its dashboard, on 127.0.0.1 (needs ``ray[default]``)."""
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers}; expected 0 (in-process) or a positive count")
+        for name in ("envs_per_worker", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; expected >= 1")
+        if self.episodes_per_call < 0 or self.max_restarts < 0 or self.cpus_per_worker <= 0:
+            raise ValueError(f"episodes_per_call={self.episodes_per_call}, max_restarts="
+                             f"{self.max_restarts}, cpus_per_worker={self.cpus_per_worker}; expected "
+                             ">= 0, >= 0 and > 0")
+        if self.step_timeout is not None and self.step_timeout <= 0:
+            raise ValueError(f"step_timeout={self.step_timeout}; expected seconds > 0 or None")
+
+    @property
+    def per_call(self) -> int:
+        """Episodes per worker call."""
+        return self.episodes_per_call or 4 * self.envs_per_worker
+
+    @property
+    def uses_ray(self) -> bool:
+        """Whether the workers are Ray actors."""
+        return self.workers > 0 or self.ray_address is not None
+
+
+def split_calls(jobs: list, per_call: int, workers: int) -> list[list]:
+    """Jobs in calls of at most ``per_call``, as many calls as a multiple of ``workers``, sizes even.
+
+    Fixed-size calls leave the tail to one worker: 20 episodes in calls of 4 are 5 calls, so with 2
+    workers one runs 3 while the other idles after 2 (at most 1.67x). Six calls of 4, 4, 3, 3, 3, 3
+    give each worker 10 episodes.
+    """
+    if not jobs:
+        return []
+    n = -(-len(jobs) // per_call)
+    n = min(len(jobs), -(-n // workers) * workers)
+    base, extra = divmod(len(jobs), n)
+    calls, start = [], 0
+    for k in range(n):
+        size = base + (k < extra)
+        calls.append(jobs[start:start + size])
+        start += size
+    return calls
