@@ -128,6 +128,7 @@ class DynamicsGuard:
         self.interventions = 0
         self.repairs = 0
         self.unresolved = 0
+        self.non_finite = 0
 
     # -- public ------------------------------------------------------------------------------------
     def filter(self, command: np.ndarray, data: mujoco.MjData) -> GuardStep:
@@ -140,33 +141,37 @@ class DynamicsGuard:
 
         Returns:
             The decision; ``sent`` passes the dynamics check whenever any command on the segment
-            from braking to the request does (``excess == 0``).
+            from braking to the request does (``excess == 0``). A command with a non-finite entry
+            is refused and the braking command sent instead (counted in ``non_finite``).
         """
         cmd = np.asarray(command, np.float64).reshape(-1)
         if cmd.size != self.model.nu:
             raise ValueError(f"command has {cmd.size} entries; expected {self.model.nu}")
-        if not np.isfinite(cmd).all():
-            raise ValueError(f"command {cmd.tolist()} is not finite; expected finite controls")
         self.steps += 1
         mujoco.mj_getState(self.model, data, self._state, _STATE)
         prev = np.asarray(data.ctrl, np.float64).copy()
-        lo, hi = self._box(prev)
-        wanted = np.clip(cmd, lo, hi)
+        self._restore()
+        brake = self._brake(prev)
+        finite = bool(np.isfinite(cmd).all())
+        if not finite:
+            # Refused (never NaN into MuJoCo): the robot brakes instead.
+            self.non_finite += 1
+            wanted = brake
+        else:
+            lo, hi = self._box(prev)
+            wanted = np.clip(cmd, lo, hi)
         excess = self._excess(wanted, prev)
-        scale, sent, repaired = 1.0, wanted, False
-        if excess > 0.0:
+        scale, sent, repaired = float(finite), wanted, False
+        if excess > 0.0 and finite:
             repaired = True
             self.repairs += 1
-            # The braking command from this state, then bisection towards the request.
-            self._restore()
-            brake = self._brake(prev)
             brake_excess = self._excess(brake, prev)
             if brake_excess > 0.0:
                 # Even braking now leaves the limits (a state no command could save): brake anyway,
                 # it is the least violating choice the guard knows of.
-                self.unresolved += 1
                 sent, excess, scale = brake, brake_excess, 0.0
             else:
+                # Bisection from braking (passes) towards the request (fails).
                 good, bad = 0.0, 1.0
                 for _ in range(self.config.bisections):
                     mid = 0.5 * (good + bad)
@@ -176,7 +181,8 @@ class DynamicsGuard:
                         good = mid
                 scale, excess = good, 0.0
                 sent = brake + good * (wanted - brake)
-        intervened = bool(np.any(sent != cmd))
+        self.unresolved += excess > 0.0
+        intervened = not finite or bool(np.any(sent != cmd))
         self.interventions += intervened
         return GuardStep(sent=sent, intervened=intervened, repaired=repaired, excess=float(excess),
                          scale=float(scale))
@@ -200,7 +206,7 @@ class DynamicsGuard:
     def summary(self) -> dict[str, int]:
         """Counts since construction, JSON-ready."""
         return {"commands": self.steps, "interventions": self.interventions, "repairs": self.repairs,
-                "unresolved": self.unresolved}
+                "unresolved": self.unresolved, "non_finite": self.non_finite}
 
     # -- internals ---------------------------------------------------------------------------------
     def _box(self, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -176,6 +176,16 @@ class ChunkConstraint:
             self._prev = torch.zeros(B, self.A, dtype=torch.float64)
             self._nominal = None
         # Linearize along the last chunk's predicted continuation (frozen at the start without one).
+        # The bias grows with the nominal speeds and feeds the next nominal, so a continuation
+        # predicted from a fast state could grow chunk after chunk to inf (then NaN actions):
+        # its speeds are capped at max(|v0|, the speed limit) and a non-finite one is dropped.
+        if self._nominal is not None:
+            q_nom, v_nom = self._nominal
+            if bool(torch.isfinite(q_nom).all()) and bool(torch.isfinite(v_nom).all()):
+                cap = torch.maximum(v0.abs(), self.v_limit)[:, None]
+                self._nominal = (q_nom, torch.minimum(torch.maximum(v_nom, -cap), cap))
+            else:
+                self._nominal = None
         self._state = (q0, v0, self.robot.linear_rollout(q0, v0, self.H, self._nominal))
         self._hard_rows = self._limit_rows() if self.config.method == "project" else None
         self._d0 = None

@@ -132,3 +132,25 @@ def test_chunk_constraint_rejects_mismatched_shapes(setting):
     with pytest.raises(ValueError, match="action_dim=2"):
         ChunkConstraint(spec.to_dict(), torch.zeros(2), torch.ones(2), H, TA,
                         ChunkConstraintConfig(method="clip"))
+
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e200, float("inf")])
+def test_a_runaway_continuation_does_not_turn_the_chunk_into_nan(setting, scale):
+    """The chunk is linearized along the last chunk's predicted continuation, whose bias (Coriolis
+    and centrifugal forces) grows with its speeds and feeds the next prediction: after an unguarded
+    impact at 1.9x the speed limit (benchmark seed 5235, t = 224) it grew chunk after chunk until
+    the actions came out NaN. A continuation far too fast (or not finite) must not do that."""
+    spec, obs = setting
+    policy = _policy()
+    policy.set_constraints(spec.to_dict(), method="cbf")
+    policy.reset(seed=0)
+    x = torch.as_tensor(np.stack([obs, obs]))[None].float()
+    policy.predict_action_chunk(x)
+    constraint = policy._constraint
+    q_nom, v_nom = constraint._nominal
+    constraint._nominal = (q_nom, v_nom + scale)
+    chunk = policy.predict_action_chunk(x)
+    assert torch.isfinite(chunk).all()
+    a = chunk[0].double().numpy()
+    assert np.all(a >= spec.ctrl_low) and np.all(a <= spec.ctrl_high)
