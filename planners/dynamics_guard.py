@@ -49,6 +49,10 @@ class DynamicsGuardConfig:
     """Seconds in which the braking law asks to stop (shorter saturates the actuators sooner)."""
     bisections: int = 5
     """Bisection steps between the braking and the requested command."""
+    avoid_contacts: bool = False
+    """Also count a contact at the end of any predicted control step as a violation (its excess
+    is 1 + the penetration depth in metres), so the guard brakes before an impact it can foresee:
+    a last line of defence for obstacles that sampling-time enforcement missed."""
 
     def __post_init__(self) -> None:
         if self.horizon < 0:
@@ -75,7 +79,8 @@ class GuardStep:
     """The clamped request failed the dynamics check and was moved towards braking."""
     excess: float
     """Worst predicted excess of the sent command's rollout over the limits, as a fraction of the
-    limit for speeds and in rad/m for positions (0 when it passed)."""
+    limit for speeds, in rad/m for positions, 1 + depth for a contact with ``avoid_contacts``; 0 when
+    it passed)."""
     scale: float = field(default=1.0)
     """Where the sent command lies between braking (0) and the clamped request (1)."""
 
@@ -245,7 +250,11 @@ class DynamicsGuard:
         d = self.data
         v = np.abs(d.qvel[self.dof_index]) / self.v_limit - 1.0
         q = d.qpos[self.qpos_index]
-        return max(float(v.max()), float((q - self.q_high).max()), float((self.q_low - q).max()), 0.0)
+        over = max(float(v.max()), float((q - self.q_high).max()), float((self.q_low - q).max()), 0.0)
+        if self.config.avoid_contacts and d.ncon:
+            # The env's own collision flag: contacts found by the step's last collision pass.
+            over = max(over, 1.0 + max(0.0, -float(d.contact.dist[:d.ncon].min())))
+        return over
 
     def _excess(self, command: np.ndarray, prev: np.ndarray) -> float:
         """Worst excess over the limits along ``command`` then the braking continuation."""

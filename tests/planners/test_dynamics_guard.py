@@ -131,6 +131,23 @@ def test_contact_impulse_repaired(arm):
     assert bad == 0 and worst <= 1.0 and contact > 0 and guard.unresolved == 0
 
 
+def test_with_avoid_contacts_the_guard_brakes_before_the_impact(arm):
+    u = arm.unwrapped
+    spec = tight(u.constraint_spec)
+    lim = spec.joint_velocity_limit
+    arm.reset(seed=9)
+    q0 = u.data.qpos.copy()
+    guard = DynamicsGuard(u.model, spec, u.frame_skip, DynamicsGuardConfig(avoid_contacts=True))
+
+    def servo(q, v):
+        return np.array([4 * (0.9 * lim[0] - v[0]), 3 * (q0[1] - q[1]) - 0.3 * v[1],
+                         2 * (q0[2] - q[2]) - 0.2 * v[2]])
+
+    bad, worst, contact = run(arm, spec, servo, 60, lambda c: guard.filter(c, u.data).sent)
+    # The same drive hits the box within 22 steps without this option (test above).
+    assert contact == 0 and bad == 0 and guard.unresolved == 0 and guard.repairs > 0
+
+
 def test_bad_inputs_are_rejected(arm):
     u = arm.unwrapped
     guard = DynamicsGuard(u.model, u.constraint_spec, u.frame_skip)
