@@ -54,7 +54,7 @@ def _evaluate_chunked(policy: Policy, env_id: str, episodes: int, seed: int) -> 
 
 
 def _pipeline(env_id: str, data: Path, tmp: Path, budget: int, bc_steps: int, episodes: int,
-              quick: bool) -> dict[str, Any]:
+              quick: bool, reward: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     small = {"n_envs": 4, "eval_episodes": 4} if quick else {"n_envs": 8, "eval_episodes": episodes}
     bc = train_bc(BcRunConfig(data=str(data), out=str(tmp / "bc"),
@@ -63,17 +63,20 @@ def _pipeline(env_id: str, data: Path, tmp: Path, budget: int, bc_steps: int, ep
     base, _, _ = load_base_policy(str(bc))
     res: dict[str, Any] = {"bc": _evaluate_chunked(base, env_id, episodes, 7)}
     t0 = time.perf_counter()
+    # Sparse success reward: the task's progress shaping pulls PPO straight at the box (see below).
     dppo = train_dppo(DppoConfig(base=str(bc), out=str(tmp / "dppo"), env_steps=budget,
                                  eval_every=max(budget // 5, 1), n_steps=8 if quick else 32,
-                                 batch_size=32 if quick else 512, n_epochs=2 if quick else 10,
-                                 **small), progress=False)
+                                 batch_size=32 if quick else 256, n_epochs=2 if quick else 10,
+                                 reward=reward, **small), progress=False)
     res["dppo"] = {**_evaluate_chunked(load_policy(dppo / "policy")[0], env_id, episodes, 7),
                    "wall_s": time.perf_counter() - t0, "curve": _curve(dppo)}
     t0 = time.perf_counter()
-    extra = {"n_steps": 32, "batch_size": 32} if quick else {"gamma": 0.999}
+    extra = {"n_steps": 32, "batch_size": 32} if quick else {}
+    # Full authority (scale 1): a residual bounded at 0.2 cannot push the robot off the box face
+    # it is pressed against (friction); the learned residual stays small (mean |r| ~0.16).
     residual = train_residual(ResidualConfig(base=str(bc), out=str(tmp / "residual"), env_steps=budget,
-                                             eval_every=max(budget // 5, 1), algo_kwargs=extra, **small),
-                              progress=False)
+                                             eval_every=max(budget // 5, 1), scale=1.0, algo_kwargs=extra,
+                                             **small), progress=False)
     last = _curve(residual)[-1]
     res["residual"] = {"success_rate": last["success_rate"], "return_mean": last["return_mean"],
                        "wall_s": time.perf_counter() - t0, "curve": _curve(residual)}
@@ -104,7 +107,8 @@ def run(quick: bool = False):
         tmp = Path(tmp_name)
         collect(CollectConfig(env=POINT, episodes=10 if quick else 100, out=str(tmp / "point.zarr")),
                 progress=False)
-        point = _pipeline(POINT, tmp / "point.zarr", tmp / "point", budget, bc_steps, episodes, quick)
+        point = _pipeline(POINT, tmp / "point.zarr", tmp / "point", budget, bc_steps, episodes, quick,
+                          "success")
         for method, r in point.items():
             results.append({"metric": f"success_rate_{method}", "value": r["success_rate"],
                             "unit": "fraction",
@@ -120,7 +124,7 @@ def run(quick: bool = False):
             expert_return = _curve(expert)[-1]["return_mean"]
             collect(CollectConfig(env=GYM, expert=f"sb3:{expert / 'model.zip'}", episodes=10,
                                   keep_failed=True, out=str(tmp / "gym.zarr")), progress=False)
-            gym = _pipeline(GYM, tmp / "gym.zarr", tmp / "gym", budget, 500, 20, quick)
+            gym = _pipeline(GYM, tmp / "gym.zarr", tmp / "gym", budget, 500, 20, quick, "env")
             for method, r in gym.items():
                 results.append({"metric": f"return_{method}", "value": r["return_mean"], "unit": "return",
                                 "config": {"env": GYM, "env_steps": budget},

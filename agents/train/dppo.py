@@ -21,9 +21,12 @@ from agents.train.sb3_common import (
     ChunkedEnvFactory,
     CurveLogger,
     EnvStepCounter,
+    SuccessReward,
+    check_reward,
     evaluate_model,
     load_base_policy,
     make_vec_env,
+    sb3_progress_bar,
 )
 from agents.utils import seed_everything, versions, write_json_atomic
 from policies import make_policy, save_policy
@@ -45,22 +48,27 @@ class DppoConfig:
     """k: fine-tuned (Gaussian) denoising steps, the last k of K; 0 means all K."""
     noise_std: float = 0.1
     """Fixed std of each fine-tuned step, normalized action units (exploration)."""
+    noise_clip: float = 3.0
+    """Each step's standard-normal draw is clipped to +-noise_clip (DPPO's value)."""
     n_envs: int = 8
     """Parallel envs (in one process)."""
     n_steps: int = 32
     """Decisions per env per rollout."""
-    batch_size: int = 128
+    batch_size: int = 256
     """PPO minibatch size (decisions)."""
-    n_epochs: int = 5
+    n_epochs: int = 10
     """PPO epochs per rollout."""
-    actor_lr: float = 1e-5
-    """Learning rate of the denoiser."""
+    actor_lr: float = 1e-4
+    """Learning rate of the denoiser (DPPO's; per-step ratios clipped at 0.01 keep steps small)."""
     critic_lr: float = 1e-3
     """Learning rate of the critic."""
-    clip_range: float = 0.1
-    """PPO ratio clip (the ratio is over the whole chain)."""
+    clip_range: float = 0.01
+    """PPO ratio clip; the ratio is per denoising step, of the mean log-probability per executed
+    action element, so small values (DPPO uses 0.01) already allow real changes."""
     target_kl: float | None = 0.05
     """Stop an update's epochs early past this approximate KL (None: never)."""
+    reward: str = "env"
+    """What PPO maximizes: ``env`` (the task's reward) or ``success`` (1 on success, else 0)."""
     gamma: float = 0.99
     """Discount per decision (one decision spans Ta env steps)."""
     gae_lambda: float = 0.95
@@ -89,11 +97,12 @@ class DppoConfig:
                 raise ValueError(f"{name}={getattr(self, name)}; expected >= 1")
         if self.ft_steps < 0:
             raise ValueError(f"ft_steps={self.ft_steps}; expected >= 0 (0 = all denoising steps)")
-        for name in ("noise_std", "actor_lr", "critic_lr", "clip_range"):
+        for name in ("noise_std", "noise_clip", "actor_lr", "critic_lr", "clip_range"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)}; expected > 0")
         if not 0 < self.gamma <= 1 or not 0 < self.gae_lambda <= 1:
             raise ValueError(f"gamma={self.gamma}, gae_lambda={self.gae_lambda}; expected in (0, 1]")
+        check_reward(self.reward)
         self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
 
 
@@ -118,14 +127,18 @@ def build_dppo(config: DppoConfig, progress: bool = False):
     def wrap(env):
         return ChainToChunk(env, k, c.horizon, center, half)
 
-    venv = make_vec_env(factory, config.n_envs, config.seed, wrap)
+    def wrap_train(env):
+        return wrap(SuccessReward(env) if config.reward == "success" else env)
+
+    venv = make_vec_env(factory, config.n_envs, config.seed, wrap_train)
     eval_venv = make_vec_env(factory, min(config.n_envs, config.eval_episodes), config.seed + 10_000, wrap)
     obs_dim = venv.observation_space.shape
     if tuple(obs_dim) != (c.n_obs_steps, c.obs_dim):
         raise ValueError(f"{env_id} gives observations {tuple(obs_dim)} after stacking; the base "
                          f"policy expects {(c.n_obs_steps, c.obs_dim)}")
     policy_kwargs = {"diffusion_config": dataclasses.asdict(c), "ft_steps": k,
-                     "noise_std": config.noise_std, "critic_hidden": config.critic_hidden,
+                     "noise_std": config.noise_std, "noise_clip": config.noise_clip,
+                     "critic_hidden": config.critic_hidden,
                      "critic_lr_scale": config.critic_lr / config.actor_lr}
     model = DppoPPO(DppoPolicy, venv, learning_rate=config.actor_lr, n_steps=config.n_steps,
                     batch_size=config.batch_size, n_epochs=config.n_epochs, gamma=config.gamma,
@@ -165,7 +178,7 @@ def train_dppo(config: DppoConfig, progress: bool = True) -> Path:
     ckpt_cb = CheckpointCallback(max(1, config.checkpoint_every // (Ta * config.n_envs)),
                                  str(out / "checkpoints"), name_prefix="dppo")
     model.learn(total_timesteps=config.env_steps // Ta, callback=CallbackList([counter, eval_cb, ckpt_cb]),
-                progress_bar=progress)
+                progress_bar=sb3_progress_bar(progress))
     ret, success = evaluate_model(model, eval_venv, config.eval_episodes)
     curve.record(model.num_timesteps, counter.env_steps, ret, success)
     model.save(out / "model.zip")

@@ -1,10 +1,15 @@
 """DPPO as an SB3 policy/algorithm pair: ``DppoPolicy(ActorCriticPolicy)`` and ``DppoPPO(PPO)``.
 
 The SB3 "action" of one decision is the recorded denoising chain ``[k+1, H, Da]`` (normalized
-units); ``ChainToChunk`` turns it into the Ta env actions the task executes. PPO then sees an
-ordinary continuous-action policy whose ``evaluate_actions`` returns the exact chain
-log-probability (``policies.diffusion.dppo``), and SB3's own rollout buffer, GAE, clipping,
-callbacks, logger and save/load do the rest.
+units); ``ChainToChunk`` turns it into the Ta env actions the task executes.
+
+As in the DPPO paper, every fine-tuned denoising step is its own PPO action: the policy's
+log-probability is one value per step ``[B, k]`` (``chain_step_log_probs``), and
+``DppoRolloutBuffer`` stores them per step and hands SB3's unchanged ``PPO.train`` the advantage as
+``[B, 1]``, so the ratio, its clipping and the approximate KL are per step while each env
+decision's advantage is shared by its k steps (and normalized over decisions, as SB3 does). A
+ratio over the whole chain (a sum of k * H * Da Gaussian terms) moved by a tiny weight change and
+made the updates erratic. SB3's GAE, callbacks, logger and save/load do the rest.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.utils import update_learning_rate
 
 from policies import make_policy
-from policies.diffusion.dppo import chain_log_prob, ddim_steps, gaussian_entropy, sample_chain
+from policies.diffusion.dppo import chain_step_log_probs, ddim_steps, gaussian_entropy, sample_chain
 from policies.layers import mlp
 
 CHAIN_BOUND = 1e3
@@ -69,17 +76,22 @@ class DppoPolicy(ActorCriticPolicy):
         diffusion_config: Config fields of the base ``DiffusionPolicy`` (DDPM objective).
         ft_steps: k, the last denoising steps that are fine-tuned (1 <= k <= K).
         noise_std: Fixed std of each fine-tuned step, normalized action units.
+        noise_clip: Each step's standard-normal draw is clipped to +-``noise_clip`` (DPPO: 3).
         critic_hidden: Hidden widths of the value MLP.
         critic_lr_scale: Critic learning rate / actor learning rate.
         **kwargs: Passed to ``ActorCriticPolicy``.
     """
 
     def __init__(self, observation_space, action_space, lr_schedule, *, diffusion_config: dict[str, Any],
-                 ft_steps: int, noise_std: float = 0.1, critic_hidden: tuple[int, ...] = (256, 256),
-                 critic_lr_scale: float = 10.0, **kwargs) -> None:
+                 ft_steps: int, noise_std: float = 0.1, noise_clip: float = 3.0,
+                 critic_hidden: tuple[int, ...] = (256, 256), critic_lr_scale: float = 10.0,
+                 **kwargs) -> None:
         self.diffusion_config = dict(diffusion_config)
         self.ft_steps = int(ft_steps)
         self.noise_std = float(noise_std)
+        self.noise_clip = float(noise_clip)
+        if self.noise_clip <= 0:
+            raise ValueError(f"noise_clip={noise_clip}; expected > 0 (in units of the step std)")
         self.critic_hidden = tuple(int(h) for h in critic_hidden)
         self.critic_lr_scale = float(critic_lr_scale)
         if self.noise_std <= 0:
@@ -89,7 +101,8 @@ class DppoPolicy(ActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(diffusion_config=self.diffusion_config, ft_steps=self.ft_steps,
-                    noise_std=self.noise_std, critic_hidden=self.critic_hidden,
+                    noise_std=self.noise_std, noise_clip=self.noise_clip,
+                    critic_hidden=self.critic_hidden,
                     critic_lr_scale=self.critic_lr_scale)
         return data
 
@@ -114,7 +127,8 @@ class DppoPolicy(ActorCriticPolicy):
             [{"params": actor, "lr_scale": 1.0},
              {"params": list(self.value_net.parameters()), "lr_scale": self.critic_lr_scale}],
             lr=lr_schedule(1), **self.optimizer_kwargs)
-        self._entropy = gaussian_entropy(self.ft_steps * c.horizon * c.action_dim, self.noise_std)
+        # Per element, like the per-step log-probabilities (a mean over elements): a constant.
+        self._entropy = gaussian_entropy(1, self.noise_std)
 
     def load_base(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Start from a trained diffusion policy: its weights go to the actor and the frozen copy."""
@@ -124,29 +138,41 @@ class DppoPolicy(ActorCriticPolicy):
     def _cond(self, obs: torch.Tensor) -> torch.Tensor:
         return self.diffusion.obs_normalizer.normalize(obs.float()).flatten(1)
 
-    def forward(self, obs: torch.Tensor, deterministic: bool = False):
-        """Sample chains: (chain [B, k+1, H, Da], value [B, 1], log-probability [B])."""
-        cond = self._cond(obs)
+    def _sample(self, cond: torch.Tensor, deterministic: bool) -> torch.Tensor:
         c = self.diffusion.config
         x = torch.randn(cond.shape[0], c.horizon, c.action_dim)
-        chain, log_prob = sample_chain(self.base_denoiser, self.diffusion.denoiser, self.steps,
-                                       self.ft_steps, x, cond, self.noise_std, c.prediction_type,
-                                       c.clip_sample, deterministic)
-        return chain, self.value_net(cond), log_prob
+        chain, _ = sample_chain(self.base_denoiser, self.diffusion.denoiser, self.steps, self.ft_steps,
+                                x, cond, self.noise_std, c.prediction_type, c.clip_sample,
+                                deterministic, noise_clip=self.noise_clip)
+        return chain
+
+    def _step_log_probs(self, chain: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        c = self.diffusion.config
+        return chain_step_log_probs(self.diffusion.denoiser, self.steps, chain, cond, self.noise_std,
+                                    c.prediction_type, c.clip_sample, c.n_action_steps)
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False):
+        """Sample chains: (chain [B, k+1, H, Da], value [B, 1], per-step log-probabilities [B, k]).
+
+        The log-probabilities are recomputed from the recorded chain by the same function
+        ``evaluate_actions`` uses, so PPO's first ratio is exactly 1.
+        """
+        cond = self._cond(obs)
+        chain = self._sample(cond, deterministic)
+        return chain, self.value_net(cond), self._step_log_probs(chain, cond)
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
-        """(value [B, 1], chain log-probability [B], entropy [B]) of recorded chains."""
+        """(value [B, 1], per-step log-probabilities [B, k], entropy [B]) of recorded chains."""
         cond = self._cond(obs)
         c = self.diffusion.config
         chain = actions.view(-1, self.ft_steps + 1, c.horizon, c.action_dim)
-        log_prob = chain_log_prob(self.diffusion.denoiser, self.steps, chain, cond, self.noise_std,
-                                  c.prediction_type, c.clip_sample)
-        # Fixed step std: the entropy of the chain's Gaussian steps is a constant.
-        entropy = torch.full_like(log_prob, self._entropy)
+        log_prob = self._step_log_probs(chain, cond)
+        # Fixed step std: the entropy of the Gaussian steps is a constant.
+        entropy = torch.full((log_prob.shape[0],), self._entropy, dtype=log_prob.dtype)
         return self.value_net(cond), log_prob, entropy
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.forward(observation, deterministic)[0]
+        return self._sample(self._cond(observation), deterministic)
 
     def predict_values(self, obs: torch.Tensor) -> torch.Tensor:
         """Critic values [B, 1]."""
@@ -158,19 +184,43 @@ class DppoPolicy(ActorCriticPolicy):
                                   "forward() or evaluate_actions()")
 
 
+class DppoRolloutBuffer(RolloutBuffer):
+    """SB3's rollout buffer with one log-probability per denoising step.
+
+    ``log_probs`` is ``[n_steps, n_envs, k]`` (k read from the chain action space ``[k+1, H, Da]``).
+    Samples carry ``old_log_prob`` as ``[B, k]`` and ``advantages`` as ``[B, 1]``: in SB3's
+    ``PPO.train`` the ratio ``exp(log_prob - old_log_prob)`` is then per step, the advantage
+    broadcasts over the k steps of its decision, and its normalization (mean and std over the
+    minibatch) runs over decisions exactly as for any other policy.
+    """
+
+    def reset(self) -> None:
+        """SB3's reset, then per-step log-probabilities."""
+        super().reset()
+        self.log_probs = np.zeros((self.buffer_size, self.n_envs, self.action_space.shape[0] - 1),
+                                  dtype=np.float32)
+
+    def _get_samples(self, batch_inds: np.ndarray, env=None) -> RolloutBufferSamples:
+        samples = super()._get_samples(batch_inds, env)
+        n = len(batch_inds)
+        return samples._replace(old_log_prob=samples.old_log_prob.view(n, -1),
+                                advantages=samples.advantages.view(n, 1))
+
+
 class DppoPPO(PPO):
-    """SB3's PPO with one addition: per-group learning rates (actor, critic) and a critic warm-up.
+    """SB3's PPO over per-step denoising ratios, per-group learning rates and a critic warm-up.
 
     Args:
         *args: Passed to ``PPO``.
         actor_warmup_updates: PPO updates (``train`` calls) during which the actor's rate is 0,
             so the critic first learns values of the base policy.
-        **kwargs: Passed to ``PPO``.
+        **kwargs: Passed to ``PPO``; ``rollout_buffer_class`` defaults to ``DppoRolloutBuffer``.
     """
 
     def __init__(self, *args, actor_warmup_updates: int = 0, **kwargs) -> None:
         self.actor_warmup_updates = int(actor_warmup_updates)
         self._train_calls = 0
+        kwargs.setdefault("rollout_buffer_class", DppoRolloutBuffer)
         super().__init__(*args, **kwargs)
 
     def _update_learning_rate(self, optimizers) -> None:

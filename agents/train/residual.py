@@ -24,10 +24,13 @@ from agents.train.rl import read_obs_stats, save_obs_stats
 from agents.train.sb3_common import (
     CurveLogger,
     EnvStepCounter,
+    SuccessReward,
+    check_reward,
     evaluate_model,
     load_base_policy,
     make_vec_env,
     monitored,
+    sb3_progress_bar,
 )
 from agents.train.sb3_safe import load_sb3
 from agents.utils import seed_everything, versions, write_json_atomic
@@ -63,6 +66,8 @@ class ResidualConfig:
     """Largest residual as a fraction of the action half range (the residual is tanh-bounded)."""
     n_envs: int = 8
     """Parallel envs (one process; the base policy runs once per step for all of them)."""
+    reward: str = "env"
+    """What the agent maximizes: ``env`` (the task's reward) or ``success`` (1 on success, else 0)."""
     normalize_obs: bool = True
     """Running observation normalization (VecNormalize), saved with the model."""
     eval_every: int = 20_000
@@ -88,15 +93,25 @@ class ResidualConfig:
                 raise ValueError(f"{name}={getattr(self, name)}; expected >= 1")
         if not 0 < self.scale <= 2:
             raise ValueError(f"scale={self.scale}; expected 0 < scale <= 2")
+        check_reward(self.reward)
 
 
-def residual_venv(env_id: str, base_run: str, n_envs: int, seed: int, scale: float, squash: bool,
-                  env_kwargs: dict[str, Any] | None = None) -> ResidualVecEnv:
-    """The task vectorized, each env under ``Monitor``, wrapped by a fresh copy of the base policy."""
+def residual_venv(env_id: str, base_run: str, n_envs: int, seed: int, scale: float,
+                  env_kwargs: dict[str, Any] | None = None, reward: str = "env") -> ResidualVecEnv:
+    """The task vectorized, each env under ``Monitor``, wrapped by a fresh copy of the base policy.
+
+    ``reward="success"`` puts ``SuccessReward`` outside each ``Monitor`` (logged returns stay the task's).
+    """
+    check_reward(reward)
     base, _, _ = load_base_policy(base_run)
     factory = EnvFactory(env_id, dict(env_kwargs or {}))
-    venv = make_vec_env(factory, n_envs, seed, lambda env: monitored(env, env_id))
-    return ResidualVecEnv(venv, base, scale=scale, squash=squash, seed=seed)
+
+    def wrap(env):
+        env = monitored(env, env_id)
+        return SuccessReward(env) if reward == "success" else env
+
+    venv = make_vec_env(factory, n_envs, seed, wrap)
+    return ResidualVecEnv(venv, base, scale=scale, seed=seed)
 
 
 def _normalized(venv: VecEnv, config: ResidualConfig, training: bool) -> VecEnv:
@@ -111,17 +126,30 @@ def build_residual(config: ResidualConfig):
     env_id = config.env or meta.get("env_id", "")
     if not env_id:
         raise ValueError(f"base policy {str(base_path)!r} records no env id; pass --env")
-    squash = config.algo == "ppo"  # SAC's actions are already tanh-squashed
     venv = _normalized(residual_venv(env_id, str(base_path), config.n_envs, config.seed, config.scale,
-                                     squash, config.env_kwargs), config, True)
+                                     config.env_kwargs, config.reward), config, True)
     eval_venv = _normalized(residual_venv(env_id, str(base_path), min(config.n_envs, config.eval_episodes),
-                                          config.seed + 10_000, config.scale, squash, config.env_kwargs),
+                                          config.seed + 10_000, config.scale, config.env_kwargs),
                             config, False)
     kwargs = {**ALGO_DEFAULTS[config.algo], **config.algo_kwargs}
     model = ALGOS[config.algo]("MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0,
                                tensorboard_log=str(Path(config.out) / "logs" / "tensorboard"), **kwargs)
-    return model, venv, eval_venv, {"env_id": env_id, "base_policy": str(base_path), "squash": squash,
+    zero_residual_head(model)
+    return model, venv, eval_venv, {"env_id": env_id, "base_policy": str(base_path),
                                     "algo_resolved": kwargs}
+
+
+def zero_residual_head(model) -> None:
+    """Zero the layer that outputs the action mean, so training starts exactly at the base policy.
+
+    SB3 initializes it small (orthogonal, gain 0.01) but not zero; a zero layer still learns (its
+    gradient is the features times the output's gradient) while the first deterministic residual
+    is exactly 0 whatever the observation, as in ResiP.
+    """
+    head = model.policy.action_net if hasattr(model.policy, "action_net") else model.policy.actor.mu
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
 
 
 def train_residual(config: ResidualConfig, progress: bool = True) -> Path:
@@ -148,7 +176,7 @@ def train_residual(config: ResidualConfig, progress: bool = True) -> Path:
     ckpt_cb = CheckpointCallback(max(1, config.checkpoint_every // config.n_envs), str(out / "checkpoints"),
                                  name_prefix="residual", save_vecnormalize=True)
     model.learn(total_timesteps=config.env_steps, callback=CallbackList([counter, eval_cb, ckpt_cb]),
-                progress_bar=progress)
+                progress_bar=sb3_progress_bar(progress))
     if isinstance(venv, VecNormalize):
         eval_venv.obs_rms = venv.obs_rms
     ret, success = evaluate_model(model, eval_venv, config.eval_episodes)
@@ -173,7 +201,7 @@ def load_residual(run: str | Path, n_envs: int = 1, seed: int = 0):
     run = Path(run)
     doc = json.loads((run / "config.json").read_text())
     venv: VecEnv = residual_venv(doc["env_id"], doc["base_policy"], n_envs, seed, doc["scale"],
-                                 doc["squash"], doc.get("env_kwargs"))
+                                 doc.get("env_kwargs"))
     if (stats := read_obs_stats(run / "model.zip")) is not None:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=False, training=False,
                             clip_obs=stats["clip_obs"], epsilon=stats["epsilon"])

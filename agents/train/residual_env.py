@@ -1,7 +1,10 @@
 """A VecEnv wrapper that runs a frozen chunked policy batched and adds a bounded residual.
 
 ResiP (Ankile et al. 2024) and ResFiT: the RL agent sees ``[obs, base action]`` and outputs
-``a`` in [-1, 1]; the env executes ``clip(base + scale * squash(a) * half_range)``. The base
+``a`` in [-1, 1]; the env executes ``clip(base + scale * clip(a, -1, 1) * half_range)``. The
+agent's action is bounded already (SB3's PPO clips its Gaussian into the Box, SAC squashes with
+tanh), so the residual is linear in it and reaches the full ``scale``; a further tanh would cap it
+at ``tanh(1) = 0.76`` of ``scale`` and flatten it near the bound. The base
 policy keeps one action queue per env (receding horizon, Ta of H) and all envs whose queue ran out
 or whose episode restarted get their next chunk from ONE batched network call.
 """
@@ -23,13 +26,10 @@ class ResidualVecEnv(VecEnvWrapper):
         venv: Vectorized task (flat Box observations and actions).
         base: Frozen chunked policy (``predict_action_chunk`` on ``[B, To, Do]``).
         scale: Largest residual as a fraction of the action half range.
-        squash: Apply ``tanh`` to the agent's action (PPO's Gaussian); False when the agent's
-            actions are already tanh-squashed into [-1, 1] (SAC).
         seed: Seed of the base policy's sampling noise.
     """
 
-    def __init__(self, venv: VecEnv, base: Policy, scale: float = 0.2, squash: bool = True,
-                 seed: int = 0) -> None:
+    def __init__(self, venv: VecEnv, base: Policy, scale: float = 0.2, seed: int = 0) -> None:
         if not 0 < scale <= 2:
             raise ValueError(f"residual scale={scale}; expected 0 < scale <= 2 (fraction of the range)")
         obs_space, act_space = venv.observation_space, venv.action_space
@@ -37,7 +37,7 @@ class ResidualVecEnv(VecEnvWrapper):
         if obs_space.shape != (c.obs_dim,) or act_space.shape != (c.action_dim,):
             raise ValueError(f"task spaces {obs_space.shape}/{act_space.shape} do not fit the base "
                              f"policy's obs_dim={c.obs_dim}, action_dim={c.action_dim}")
-        self.base, self.scale, self.squash = base, float(scale), bool(squash)
+        self.base, self.scale = base, float(scale)
         self.low, self.high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
         self.mid, self.half = (self.high + self.low) / 2, (self.high - self.low) / 2
         n, To, Ta = venv.num_envs, c.n_obs_steps, c.n_action_steps
@@ -71,7 +71,7 @@ class ResidualVecEnv(VecEnvWrapper):
     def combined_action(self, actions: np.ndarray) -> np.ndarray:
         """[n, Da] agent actions in [-1, 1] -> [n, Da] executed actions (base + residual, clipped)."""
         a = np.clip(np.asarray(actions, dtype=np.float32), -1.0, 1.0)
-        residual = self.scale * (np.tanh(a) if self.squash else a) * self.half
+        residual = self.scale * a * self.half
         return np.clip(self.base_action + residual, self.low, self.high)
 
     def reset(self) -> np.ndarray:

@@ -22,7 +22,13 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.rollout.env_factory import EnvFactory
-from agents.train.sb3_common import CurveLogger, EnvStepCounter, make_vec_env, monitored
+from agents.train.sb3_common import (
+    CurveLogger,
+    EnvStepCounter,
+    make_vec_env,
+    monitored,
+    sb3_progress_bar,
+)
 from agents.utils import seed_everything, versions, write_json_atomic
 from envs.registry import check_env_id
 
@@ -214,7 +220,7 @@ def train_rl(config: RlConfig, progress: bool = True) -> Path:
                            log_path=str(out / "logs"), verbose=0)
     ckpt = _Checkpoint(out / "checkpoints", max(1, config.checkpoint_every // n_envs), counter)
     model.learn(total_timesteps=steps, callback=CallbackList([counter, eval_cb, ckpt]),
-                progress_bar=progress)
+                progress_bar=sb3_progress_bar(progress))
     model.save(out / "model.zip")
     save_obs_stats(venv, out / "model.zip")
     if (out / "best" / "best_model.zip").is_file():

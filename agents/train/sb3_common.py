@@ -57,6 +57,29 @@ def monitored(env: gym.Env, env_id: str) -> Monitor:
     return Monitor(env, info_keywords=("is_success",) if env_id in ENV_SPECS else ())
 
 
+REWARDS = ("env", "success")
+"""What the RL trainers optimize: the task's own reward, or 1 on every step whose info says
+``is_success`` (a sparse task-success reward, as DPPO and ResiP fine-tune with)."""
+
+
+def check_reward(reward: str) -> None:
+    """Raise a ValueError naming ``reward`` unless it is one of ``REWARDS``."""
+    if reward not in REWARDS:
+        raise ValueError(f"reward={reward!r}; expected one of {list(REWARDS)}")
+
+
+class SuccessReward(gym.Wrapper):
+    """Replaces the reward with ``float(info["is_success"])``; the info (reward terms) is untouched.
+
+    Put it outside ``Monitor``, so episode returns in logs and evaluations stay the task's own.
+    """
+
+    def step(self, action):
+        """Step, reward 1.0 where the task reports success, else 0.0."""
+        obs, _, terminated, truncated, info = self.env.step(action)
+        return obs, float(bool(info.get("is_success", False))), terminated, truncated, info
+
+
 def make_vec_env(factory, n_envs: int, seed: int, wrap=None) -> VecEnv:
     """``n_envs`` copies in one process (2 cores: no subprocesses), seeded ``seed + i``.
 
@@ -134,6 +157,13 @@ class CurveLogger(BaseCallback):
         self.record(self.num_timesteps, self.counter.env_steps, parent.last_mean_reward,
                     None if success is None else float(np.mean(success)))
         return True
+
+
+def sb3_progress_bar(progress: bool) -> bool:
+    """Whether SB3's progress bar can be shown: it needs ``rich`` (an extra), else SB3 raises."""
+    import importlib.util
+
+    return progress and importlib.util.find_spec("rich") is not None
 
 
 def evaluate_model(model, venv: VecEnv, episodes: int, deterministic: bool = True) -> tuple[float, float]:

@@ -6,6 +6,11 @@ update (``eta = 0``) of the policy's own schedule. With ``std`` fixed, the log-p
 recorded chain ``x_0 .. x_k`` (k + 1 latents) is an exact sum of Gaussian terms, which is what PPO
 needs. The earlier ``K - k`` steps run the frozen base denoiser deterministically.
 
+For the PPO update, each denoising step is its own action (as in the DPPO paper and its code):
+``chain_step_log_probs`` gives one log-probability per step, the mean over the executed part of
+the chunk (the first Ta of H rows, all Da features), so each step's ratio is comparable in size
+whatever H, Ta and Da are, and rows the env never executes carry no gradient.
+
 Shapes: B batch, k fine-tuned steps, H horizon, Da action features, Dc condition features.
 """
 
@@ -53,7 +58,8 @@ def step_mean(denoiser: nn.Module, x: torch.Tensor, step: SamplingStep, cond: to
 def sample_chain(base: nn.Module, finetuned: nn.Module, steps: list[SamplingStep], k: int,
                  x_start: torch.Tensor, cond: torch.Tensor, std: float, prediction_type: str,
                  clip_sample: bool, deterministic: bool = False,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 generator: torch.Generator | None = None,
+                 noise_clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the whole reverse process and record the fine-tuned part of the chain.
 
     Args:
@@ -68,6 +74,8 @@ def sample_chain(base: nn.Module, finetuned: nn.Module, steps: list[SamplingStep
         clip_sample: Clip the clean-chunk estimate at every step.
         deterministic: Use the means (no noise) in the fine-tuned steps.
         generator: Source of the step noise (default: torch's global generator).
+        noise_clip: Clip each standard-normal draw to ``[-noise_clip, noise_clip]`` (DPPO clips
+            at 3); None draws the plain Gaussian. The log-probability stays the Gaussian one.
 
     Returns:
         (chain [B, k+1, H, Da]: the input of the first fine-tuned step, then each output; the last
@@ -86,28 +94,29 @@ def sample_chain(base: nn.Module, finetuned: nn.Module, steps: list[SamplingStep
         if deterministic:
             x = mean
         else:
-            x = mean + std * torch.randn(mean.shape, generator=generator)
+            eps = torch.randn(mean.shape, generator=generator)
+            if noise_clip is not None:
+                eps = eps.clamp(-noise_clip, noise_clip)
+            x = mean + std * eps
         log_prob = log_prob + gaussian_log_prob(x, mean, std)
         chain.append(x)
     return torch.stack(chain, dim=1), log_prob
 
 
-def chain_log_prob(finetuned: nn.Module, steps: list[SamplingStep], chain: torch.Tensor,
-                   cond: torch.Tensor, std: float, prediction_type: str,
-                   clip_sample: bool) -> torch.Tensor:
-    """Log-probability of recorded chains under ``finetuned``, all k steps in one network call.
+def chain_step_means(finetuned: nn.Module, steps: list[SamplingStep], chain: torch.Tensor,
+                     cond: torch.Tensor, prediction_type: str, clip_sample: bool) -> torch.Tensor:
+    """The Gaussian means of every recorded step, all k steps in one network call.
 
     Args:
         finetuned: The denoiser being optimized.
         steps: The K DDIM steps.
         chain: [B, k+1, H, Da] as returned by ``sample_chain``.
         cond: [B, Dc].
-        std: The fixed step std used when sampling.
         prediction_type: ``sample`` or ``epsilon``.
         clip_sample: Clip the clean-chunk estimate.
 
     Returns:
-        [B] float64, the sum over the k steps of ``log N(x_{j+1}; mu(x_j, t_j), std^2 I)``.
+        [B, k, H, Da] float64: ``mu(x_j, t_j)`` for j = 0 .. k-1, the mean of ``chain[:, j + 1]``.
     """
     B, k1, H, Da = chain.shape
     k = k1 - 1
@@ -128,6 +137,51 @@ def chain_log_prob(finetuned: nn.Module, steps: list[SamplingStep], chain: torch
         x0 = out
     if clip_sample:
         x0 = x0.clamp(-1.0, 1.0)
-    mean = coef("x0_coef") * x0 + coef("x_coef") * x_in
-    target = chain[:, 1:].reshape(B * k, H, Da)
-    return gaussian_log_prob(target, mean, std).view(B, k).sum(1)
+    return (coef("x0_coef") * x0 + coef("x_coef") * x_in).view(B, k, H, Da)
+
+
+def chain_log_prob(finetuned: nn.Module, steps: list[SamplingStep], chain: torch.Tensor,
+                   cond: torch.Tensor, std: float, prediction_type: str,
+                   clip_sample: bool) -> torch.Tensor:
+    """Log-probability of recorded chains under ``finetuned``, all k steps in one network call.
+
+    Args:
+        finetuned: The denoiser being optimized.
+        steps: The K DDIM steps.
+        chain: [B, k+1, H, Da] as returned by ``sample_chain``.
+        cond: [B, Dc].
+        std: The fixed step std used when sampling.
+        prediction_type: ``sample`` or ``epsilon``.
+        clip_sample: Clip the clean-chunk estimate.
+
+    Returns:
+        [B] float64, the sum over the k steps of ``log N(x_{j+1}; mu(x_j, t_j), std^2 I)``.
+    """
+    mean = chain_step_means(finetuned, steps, chain, cond, prediction_type, clip_sample)
+    return gaussian_log_prob(chain[:, 1:].flatten(0, 1), mean.flatten(0, 1), std).view(mean.shape[:2]).sum(1)
+
+
+def chain_step_log_probs(finetuned: nn.Module, steps: list[SamplingStep], chain: torch.Tensor,
+                         cond: torch.Tensor, std: float, prediction_type: str, clip_sample: bool,
+                         n_action_steps: int) -> torch.Tensor:
+    """Per-step log-probabilities for PPO, each the mean over the executed elements of its step.
+
+    Args:
+        finetuned: The denoiser being optimized.
+        steps: The K DDIM steps.
+        chain: [B, k+1, H, Da] as returned by ``sample_chain``.
+        cond: [B, Dc].
+        std: The fixed step std used when sampling.
+        prediction_type: ``sample`` or ``epsilon`` (as in ``chain_step_means``).
+        clip_sample: Clip the clean-chunk estimate (as in ``chain_step_means``).
+        n_action_steps: Ta, the leading rows of the chunk the env executes (1 <= Ta <= H).
+
+    Returns:
+        [B, k] float64: ``mean over [:Ta, :] of log N(x_{j+1}; mu(x_j, t_j), std^2)`` per step j.
+    """
+    H = chain.shape[2]
+    if not 1 <= n_action_steps <= H:
+        raise ValueError(f"n_action_steps={n_action_steps}; expected 1 <= Ta <= H={H}")
+    mean = chain_step_means(finetuned, steps, chain, cond, prediction_type, clip_sample)
+    z = (chain[:, 1:, :n_action_steps].double() - mean[:, :, :n_action_steps]) / std
+    return (-0.5 * z * z).mean((2, 3)) - math.log(std) - LOG_SQRT_2PI

@@ -39,6 +39,36 @@ def test_one_ppo_update_on_a_fixed_batch_is_deterministic_under_a_seed(tiny_base
     assert torch.equal(results[0], results[1])
 
 
+def test_ppo_ratio_is_per_denoising_step_with_the_decision_advantage_shared(tiny_base, tmp_path):
+    model, venv, _, _ = _model(tiny_base, tmp_path, clip_range=0.05, target_kl=None)
+    model.n_epochs, model.batch_size = 1, 16  # one minibatch: the whole buffer of 2 envs x 8 decisions
+    model.lr_schedule = lambda _: 0.0  # weights stay put, so train() measures the perturbed policy
+    _, callback = model._setup_learn(16, None)
+    callback.init_callback(model)
+    model.collect_rollouts(venv, callback, model.rollout_buffer, n_rollout_steps=8)
+    batch = next(model.rollout_buffer.get(None))
+    assert batch.old_log_prob.shape == (16, 4) and batch.advantages.shape == (16, 1)  # k = K = 4
+    with torch.no_grad():
+        _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions)
+        assert torch.allclose(log_prob, batch.old_log_prob.double(), atol=1e-5)  # first ratio is 1
+        torch.manual_seed(0)
+        for p in model.policy.diffusion.denoiser.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+        _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions)
+    # The PPO objective by hand: one ratio per (decision, step), the decision's normalized advantage
+    # for all its steps, the clipped surrogate averaged over all 16 x 4 of them.
+    ratio = torch.exp(log_prob - batch.old_log_prob)
+    adv = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    expected_loss = -torch.min(adv * ratio, adv * ratio.clamp(0.95, 1.05)).mean().item()
+    expected_clip = (torch.abs(ratio - 1) > 0.05).double().mean().item()
+    assert 0.0 < expected_clip < 1.0  # some steps clipped, others not: the clip acts per step
+    model.train()
+    logged = model.logger.name_to_value
+    # abs: the loss is a mean of terms of size ~1 that nearly cancel (float32 buffer values).
+    assert logged["train/policy_gradient_loss"] == pytest.approx(expected_loss, abs=1e-6)
+    assert logged["train/clip_fraction"] == pytest.approx(expected_clip, abs=1e-9)
+
+
 def test_sb3_save_load_round_trip_gives_identical_actions(tiny_base, tmp_path):
     model, venv, _, _ = _model(tiny_base, tmp_path)
     model.learn(16)

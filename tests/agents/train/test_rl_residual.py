@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from agents.rollout.env_factory import EnvFactory
-from agents.train.residual import ResidualConfig, load_residual, residual_venv, train_residual
+from agents.train.residual import (
+    ResidualConfig,
+    build_residual,
+    load_residual,
+    residual_venv,
+    train_residual,
+)
 from agents.train.residual_env import ResidualVecEnv
 from agents.train.sb3_common import make_vec_env
 from policies import load_policy
@@ -12,7 +18,7 @@ ENV = "kinodiff/PointObstacle-v0"
 
 
 def test_zero_residual_replays_the_base_policy(tiny_base):
-    venv = residual_venv(ENV, str(tiny_base), n_envs=1, seed=3, scale=0.2, squash=True)
+    venv = residual_venv(ENV, str(tiny_base), n_envs=1, seed=3, scale=0.2)
     obs = venv.reset()
     policy, _ = load_policy(tiny_base)
     policy.reset(seed=3)
@@ -27,7 +33,7 @@ def test_zero_residual_replays_the_base_policy(tiny_base):
 
 
 def test_residual_is_bounded_and_base_runs_once_per_step_for_all_envs(tiny_base):
-    venv = residual_venv(ENV, str(tiny_base), n_envs=3, seed=0, scale=0.1, squash=True)
+    venv = residual_venv(ENV, str(tiny_base), n_envs=3, seed=0, scale=0.1)
     calls = []
     chunks = venv._chunks
     venv._chunks = lambda history: calls.append(len(history)) or chunks(history)
@@ -35,11 +41,24 @@ def test_residual_is_bounded_and_base_runs_once_per_step_for_all_envs(tiny_base)
     for _ in range(9):
         big = np.full((3, 2), 50.0, np.float32)
         executed = venv.combined_action(big)
-        # tanh(1) after clipping to [-1, 1]: at most 0.1 * tanh(1) * half range (1) above the base.
-        assert np.all(executed - np.clip(venv.base_action, -1, 1) <= 0.1 * np.tanh(1.0) + 1e-6)
+        # 50 clipped to 1, times scale 0.1 and half range 1: exactly 0.1 above the base, the whole
+        # bound (a tanh on top would stop at 0.1 * tanh(1) = 0.076), then the env's [-1, 1].
+        np.testing.assert_allclose(executed, np.clip(venv.base_action + 0.1, -1, 1), atol=1e-6)
         venv.step(big)
     # Ta = 4: refills at reset and after steps 4 and 8, each one batched call over the 3 envs.
     assert calls == [3, 3, 3]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_training_starts_exactly_at_the_base_policy(tiny_base, tmp_path, algo):
+    model, venv, _, _ = build_residual(ResidualConfig(base=str(tiny_base), out=str(tmp_path / "run"),
+                                                      algo=algo, n_envs=2, eval_episodes=2))
+    venv.reset()
+    obs = np.random.default_rng(0).normal(0.0, 5.0, (2, 6)).astype(np.float32)  # any observation
+    action, _ = model.predict(obs, deterministic=True)
+    # The action-mean layer starts at zero: residual 0, so the executed action is the base's.
+    assert np.all(action == 0.0)
+    np.testing.assert_array_equal(venv.combined_action(action), np.clip(venv.base_action, -1, 1))
 
 
 def test_space_mismatch_is_named(tiny_base):

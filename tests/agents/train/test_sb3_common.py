@@ -1,0 +1,44 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents.train.dppo import DppoConfig
+from agents.train.residual import ResidualConfig
+from agents.train.sb3_common import SuccessReward, check_reward, monitored
+
+
+class _Scripted(gym.Env):
+    """Three steps with task rewards 2, 3, 5; success (and the end) on the third."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t == 3
+        return np.zeros(1, np.float32), [2.0, 3.0, 5.0][self.t - 1], done, False, {"is_success": done}
+
+
+def test_success_reward_is_one_on_success_and_the_monitor_inside_keeps_the_task_return():
+    env = SuccessReward(monitored(_Scripted(), "Scripted-v0"))
+    env.reset(seed=0)
+    rewards, info = [], {}
+    for _ in range(3):
+        _, r, terminated, _, info = env.step(np.zeros(1, np.float32))
+        rewards.append(r)
+    assert rewards == [0.0, 0.0, 1.0] and terminated
+    assert info["episode"]["r"] == 10.0  # 2 + 3 + 5: what logs and evaluations report
+
+
+def test_unknown_reward_is_named():
+    with pytest.raises(ValueError, match="reward='dense'"):
+        check_reward("dense")
+    with pytest.raises(ValueError, match="reward='x'"):
+        DppoConfig(base="b", reward="x")
+    with pytest.raises(ValueError, match="reward='x'"):
+        ResidualConfig(base="b", reward="x")
