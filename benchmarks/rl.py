@@ -72,11 +72,9 @@ def _pipeline(env_id: str, data: Path, tmp: Path, budget: int, bc_steps: int, ep
                    "wall_s": time.perf_counter() - t0, "curve": _curve(dppo)}
     t0 = time.perf_counter()
     extra = {"n_steps": 32, "batch_size": 32} if quick else {}
-    # Full authority (scale 1): a residual bounded at 0.2 cannot push the robot off the box face
-    # it is pressed against (friction); the learned residual stays small (mean |r| ~0.16).
     residual = train_residual(ResidualConfig(base=str(bc), out=str(tmp / "residual"), env_steps=budget,
-                                             eval_every=max(budget // 5, 1), scale=1.0, algo_kwargs=extra,
-                                             **small), progress=False)
+                                             eval_every=max(budget // 5, 1), algo_kwargs=extra, **small),
+                              progress=False)
     last = _curve(residual)[-1]
     res["residual"] = {"success_rate": last["success_rate"], "return_mean": last["return_mean"],
                        "wall_s": time.perf_counter() - t0, "curve": _curve(residual)}

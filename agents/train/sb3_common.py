@@ -75,9 +75,17 @@ class SuccessReward(gym.Wrapper):
     """
 
     def step(self, action):
-        """Step, reward 1.0 where the task reports success, else 0.0."""
+        """Step, reward 1.0 where the task reports success, else 0.0.
+
+        Raises:
+            ValueError: The task does not report ``is_success`` (its reward would be 0 forever).
+        """
         obs, _, terminated, truncated, info = self.env.step(action)
-        return obs, float(bool(info.get("is_success", False))), terminated, truncated, info
+        if "is_success" not in info:
+            name = self.env.spec.id if self.env.spec is not None else type(self.env.unwrapped).__name__
+            raise ValueError(f"reward='success' needs info['is_success'] on every step; {name} does not "
+                             "report it (use reward='env')")
+        return obs, float(bool(info["is_success"])), terminated, truncated, info
 
 
 def make_vec_env(factory, n_envs: int, seed: int, wrap=None) -> VecEnv:

@@ -42,3 +42,15 @@ def test_unknown_reward_is_named():
         DppoConfig(base="b", reward="x")
     with pytest.raises(ValueError, match="reward='x'"):
         ResidualConfig(base="b", reward="x")
+
+
+def test_success_reward_refuses_a_task_without_is_success():
+    class _Silent(_Scripted):
+        def step(self, action):
+            obs, r, terminated, truncated, _ = super().step(action)
+            return obs, r, terminated, truncated, {}
+
+    env = SuccessReward(_Silent())
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="_Silent does not report it"):
+        env.step(np.zeros(1, np.float32))
