@@ -27,6 +27,7 @@ from agents.train.sb3_common import (
     load_base_policy,
     make_vec_env,
     sb3_progress_bar,
+    within_budget,
 )
 from agents.utils import seed_everything, versions, write_json_atomic
 from policies import make_policy, save_policy
@@ -177,7 +178,9 @@ def train_dppo(config: DppoConfig, progress: bool = True) -> Path:
                            best_model_save_path=None, log_path=str(out / "logs"))
     ckpt_cb = CheckpointCallback(max(1, config.checkpoint_every // (Ta * config.n_envs)),
                                  str(out / "checkpoints"), name_prefix="dppo")
-    model.learn(total_timesteps=config.env_steps // Ta, callback=CallbackList([counter, eval_cb, ckpt_cb]),
+    # Decisions: at most Ta env steps each, so Ta * decisions stays within env_steps.
+    decisions = within_budget(config.env_steps // Ta, config.n_steps * config.n_envs)
+    model.learn(total_timesteps=decisions, callback=CallbackList([counter, eval_cb, ckpt_cb]),
                 progress_bar=sb3_progress_bar(progress))
     ret, success = evaluate_model(model, eval_venv, config.eval_episodes)
     curve.record(model.num_timesteps, counter.env_steps, ret, success)

@@ -31,6 +31,7 @@ from agents.train.sb3_common import (
     make_vec_env,
     monitored,
     sb3_progress_bar,
+    within_budget,
 )
 from agents.train.sb3_safe import load_sb3
 from agents.utils import seed_everything, versions, write_json_atomic
@@ -177,8 +178,9 @@ def train_residual(config: ResidualConfig, progress: bool = True) -> Path:
                            callback_after_eval=curve, verbose=0, log_path=str(out / "logs"))
     ckpt_cb = CheckpointCallback(max(1, config.checkpoint_every // config.n_envs), str(out / "checkpoints"),
                                  name_prefix="residual", save_vecnormalize=True)
-    model.learn(total_timesteps=config.env_steps, callback=CallbackList([counter, eval_cb, ckpt_cb]),
-                progress_bar=sb3_progress_bar(progress))
+    per_rollout = model.n_steps * config.n_envs if config.algo == "ppo" else config.n_envs
+    model.learn(total_timesteps=within_budget(config.env_steps, per_rollout),
+                callback=CallbackList([counter, eval_cb, ckpt_cb]), progress_bar=sb3_progress_bar(progress))
     if isinstance(venv, VecNormalize):
         eval_venv.obs_rms = venv.obs_rms
     ret, success = evaluate_model(model, eval_venv, config.eval_episodes)

@@ -167,6 +167,15 @@ class CurveLogger(BaseCallback):
         return True
 
 
+def within_budget(steps: int, per_rollout: int) -> int:
+    """SB3 ``total_timesteps`` that stays within ``steps``: whole rollouts of ``per_rollout`` steps.
+
+    SB3 finishes the rollout that crosses ``total_timesteps``, so asking for 200,000 with rollouts of
+    2,048 runs 200,704; this asks for 198,656 (at least one rollout).
+    """
+    return max(per_rollout, steps - steps % per_rollout)
+
+
 def sb3_progress_bar(progress: bool) -> bool:
     """Whether SB3's progress bar can be shown: it needs ``rich`` (an extra), else SB3 raises."""
     import importlib.util

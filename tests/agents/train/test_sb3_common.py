@@ -4,7 +4,7 @@ import pytest
 
 from agents.train.dppo import DppoConfig
 from agents.train.residual import ResidualConfig
-from agents.train.sb3_common import SuccessReward, check_reward, monitored
+from agents.train.sb3_common import SuccessReward, check_reward, monitored, within_budget
 
 
 class _Scripted(gym.Env):
@@ -54,3 +54,10 @@ def test_success_reward_refuses_a_task_without_is_success():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="_Silent does not report it"):
         env.step(np.zeros(1, np.float32))
+
+
+def test_budget_is_whole_rollouts_that_never_exceed_it():
+    # 200,000 // 2,048 = 97 rollouts = 198,656 (98 would be 200,704); a tiny budget still runs one.
+    assert within_budget(200_000, 2048) == 198_656
+    assert within_budget(4096, 2048) == 4096
+    assert within_budget(100, 2048) == 2048
