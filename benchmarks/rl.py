@@ -63,7 +63,8 @@ def _pipeline(env_id: str, data: Path, tmp: Path, budget: int, bc_steps: int, ep
     base, _, _ = load_base_policy(str(bc))
     res: dict[str, Any] = {"bc": _evaluate_chunked(base, env_id, episodes, 7)}
     t0 = time.perf_counter()
-    # Sparse success reward: the task's progress shaping pulls PPO straight at the box (see below).
+    # PointObstacle: the sparse success reward DPPO fine-tunes with (with the task's own reward one
+    # run went 0.30 -> 1.00 by 177k env steps too; with success 0.30 -> 1.00 and 0.50 -> 0.82).
     dppo = train_dppo(DppoConfig(base=str(bc), out=str(tmp / "dppo"), env_steps=budget,
                                  eval_every=max(budget // 5, 1), n_steps=8 if quick else 32,
                                  batch_size=32 if quick else 256, n_epochs=2 if quick else 10,
