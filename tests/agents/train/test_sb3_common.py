@@ -4,7 +4,13 @@ import pytest
 
 from agents.train.dppo import DppoConfig
 from agents.train.residual import ResidualConfig
-from agents.train.sb3_common import SuccessReward, check_reward, monitored, within_budget
+from agents.train.sb3_common import (
+    SuccessReward,
+    check_reward,
+    monitored,
+    sb3_progress_bar,
+    within_budget,
+)
 
 
 class _Scripted(gym.Env):
@@ -61,3 +67,15 @@ def test_budget_is_whole_rollouts_that_never_exceed_it():
     assert within_budget(200_000, 2048) == 198_656
     assert within_budget(4096, 2048) == 4096
     assert within_budget(100, 2048) == 2048
+
+
+def test_progress_bar_only_where_sb3_can_draw_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    # Without rich, SB3's progress bar raises ImportError: the trainers must not ask for it.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "rich" else real(name))
+    assert sb3_progress_bar(True) is False
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "rich" else real(name))
+    assert sb3_progress_bar(True) is True
+    assert sb3_progress_bar(False) is False
