@@ -145,9 +145,10 @@ class DynamicsGuard:
                 rate limit's reference (zero after a reset).
 
         Returns:
-            The decision; ``sent`` passes the dynamics check whenever any command on the segment
-            from braking to the request does (``excess == 0``). A command with a non-finite entry
-            is refused and the braking command sent instead (counted in ``non_finite``).
+            The decision; ``sent`` passes the dynamics check (``excess == 0``) whenever the
+            braking command does: the request itself, or the passing point found by bisection
+            between the two. A command with a non-finite entry is refused and the braking command
+            sent instead (counted in ``non_finite``).
         """
         cmd = np.asarray(command, np.float64).reshape(-1)
         if cmd.size != self.model.nu:
