@@ -35,3 +35,40 @@ def angle_features(obs: torch.Tensor, dims: tuple[int, ...], center: torch.Tenso
     idx = torch.tensor(dims, dtype=torch.long)
     raw = obs.index_select(-1, idx) * half_range[idx] + center[idx]
     return torch.cat([obs.index_copy(-1, idx, torch.sin(raw)), torch.cos(raw)], dim=-1)
+
+
+def check_body_keypoints(points: tuple[float, ...], pose: tuple[int, ...], obs_dim: int) -> None:
+    """Raise unless ``points`` are (x, y) pairs and ``pose`` three feature indices below ``obs_dim``."""
+    if len(points) % 2:
+        raise ValueError(f"body_keypoints has {len(points)} numbers; expected (x, y) pairs")
+    if points and (len(pose) != 3 or len(set(pose)) != 3 or any(not 0 <= d < obs_dim for d in pose)):
+        raise ValueError(f"body_pose={pose} is invalid; expected three distinct indices (x, y, angle) "
+                         f"in [0, {obs_dim})")
+
+
+def body_keypoints(obs: torch.Tensor, points: torch.Tensor, pose: tuple[int, ...],
+                   center: torch.Tensor, half_range: torch.Tensor) -> torch.Tensor:
+    """World positions of points fixed on a rigid body, in the units of its normalized x and y.
+
+    Diffusion Policy's PushT state is such keypoints of the T: where a face is becomes a linear
+    function of them, not a product of the pose's position and the sine and cosine of its angle.
+
+    Args:
+        obs: [..., Do] range-normalized observations.
+        points: [P, 2] points in the body frame (raw units).
+        pose: Indices of the body's ``(x, y, angle)`` features.
+        center: [Do] the normalizer's centre.
+        half_range: [Do] the normalizer's half range.
+
+    Returns:
+        [..., 2P]: ``(x, y)`` of each point, normalized as the body's x and y are.
+    """
+    idx = torch.tensor(pose, dtype=torch.long)
+    raw = obs.index_select(-1, idx) * half_range[idx] + center[idx]  # [..., 3]
+    c, s = torch.cos(raw[..., 2:]), torch.sin(raw[..., 2:])
+    px, py = points[:, 0], points[:, 1]
+    x = raw[..., :1] + c * px - s * py  # [..., P]
+    y = raw[..., 1:2] + s * px + c * py
+    x = (x - center[idx[0]]) / half_range[idx[0]]
+    y = (y - center[idx[1]]) / half_range[idx[1]]
+    return torch.stack([x, y], dim=-1).flatten(-2)

@@ -13,7 +13,12 @@ from torch import nn
 from policies.base import Policy, PolicyConfig
 from policies.constraints import METHODS as CONSTRAINT_METHODS
 from policies.constraints import ChunkConstraint, ChunkConstraintConfig
-from policies.diffusion.angles import angle_features, check_angle_features
+from policies.diffusion.angles import (
+    angle_features,
+    body_keypoints,
+    check_angle_features,
+    check_body_keypoints,
+)
 from policies.diffusion.denoisers import ChunkCondition, MlpDenoiser, UNet1DDenoiser
 from policies.diffusion.flow import data_estimate, euler_step, heun_step, interpolate
 from policies.diffusion.schedule import (
@@ -86,6 +91,12 @@ class DiffusionConfig(PolicyConfig):
     """``obs_encoder=state``: indices of observation features that are angles (radians). The
     encoder sees each as its sine and cosine, so a wrap from pi to -pi is no jump (PushT-v0: 4,
     the block angle); the normalized observations elsewhere keep their ``Do`` features."""
+    body_keypoints: tuple[float, ...] = ()
+    """``obs_encoder=state``: flattened (x, y) points fixed on a rigid body whose pose is the
+    ``body_pose`` features; the encoder also sees their world positions (Diffusion Policy's PushT
+    state is keypoints of the T). Empty: none."""
+    body_pose: tuple[int, ...] = (2, 3, 4)
+    """Indices of the rigid body's ``(x, y, angle)`` observation features (PushT-v0: 2, 3, 4)."""
     obs_encoder: str = "state"
     """Observation encoder, trained with the denoiser: ``state`` (the [B, To, Do] history,
     flattened) or ``image`` (a dict observation: a small CNN over ``image_key`` frames, concatenated
@@ -123,6 +134,8 @@ class DiffusionConfig(PolicyConfig):
         # One index may come bare (``--set angle_features=4``).
         dims = self.angle_features
         self.angle_features = (int(dims),) if isinstance(dims, int) else tuple(int(d) for d in dims)
+        self.body_keypoints = tuple(float(v) for v in self.body_keypoints)
+        self.body_pose = tuple(int(d) for d in self.body_pose)
         if len(self.image_shape) != 3 or self.image_shape[2] != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape={self.image_shape} is invalid; expected (H, W, 3)")
         if len(self.crop_shape) != 2 or not all(
@@ -140,9 +153,10 @@ class DiffusionConfig(PolicyConfig):
             raise ValueError(f"constraint_method={self.constraint_method!r} is invalid; expected one "
                              f"of {list(CONSTRAINT_METHODS)}")
         check_angle_features(self.angle_features, int(self.obs_dim))
-        if self.angle_features and self.obs_encoder != "state":
-            raise ValueError(f"angle_features={self.angle_features} needs obs_encoder='state'; "
-                             f"got {self.obs_encoder!r}")
+        check_body_keypoints(self.body_keypoints, self.body_pose, int(self.obs_dim))
+        if (self.angle_features or self.body_keypoints) and self.obs_encoder != "state":
+            raise ValueError(f"angle_features={self.angle_features} and body_keypoints need "
+                             f"obs_encoder='state'; got {self.obs_encoder!r}")
         if not 0.0 <= self.warm_start < 1.0:
             raise ValueError(f"warm_start={self.warm_start}; expected 0 <= fraction < 1")
         if self.adaptive_tol < 0:
@@ -188,7 +202,8 @@ class DiffusionPolicy(Policy):
                 feature_dim=c.image_features, crop_shape=c.crop_shape,
                 channels=c.encoder_channels, num_keypoints=c.num_keypoints)
         else:
-            self.obs_encoder = LowDimEncoder(c.obs_dim + len(c.angle_features), c.n_obs_steps)
+            self.obs_encoder = LowDimEncoder(
+                c.obs_dim + len(c.angle_features) + len(c.body_keypoints), c.n_obs_steps)
         cond_dim = self.obs_encoder.out_dim
         if c.denoiser == "mlp":
             self.denoiser: nn.Module = MlpDenoiser(c.horizon, c.action_dim, cond_dim, c.hidden_dims)
@@ -206,10 +221,14 @@ class DiffusionPolicy(Policy):
 
     def encode(self, obs: Any) -> torch.Tensor:
         """Normalized observations (as ``prepare_obs`` gives them) -> the condition [B, Dc]."""
-        dims = self.config.angle_features
-        if dims:
-            n = self.obs_normalizer
-            obs = angle_features(obs, dims, n.center, n.half_range)
+        c, n = self.config, self.obs_normalizer
+        if c.body_keypoints:
+            points = torch.tensor(c.body_keypoints, dtype=obs.dtype).view(-1, 2)
+            keypoints = body_keypoints(obs, points, c.body_pose, n.center, n.half_range)
+        if c.angle_features:
+            obs = angle_features(obs, c.angle_features, n.center, n.half_range)
+        if c.body_keypoints:
+            obs = torch.cat([obs, keypoints], dim=-1)
         return self.obs_encoder(obs)
 
     def set_constraints(self, spec: dict | None, **options) -> None:

@@ -81,3 +81,33 @@ def test_trains_predicts_and_round_trips(tmp_path):
 def test_config_takes_one_bare_index():
     p = make_policy("diffusion", obs_dim=5, action_dim=2, angle_features=4)
     assert p.config.angle_features == (4,)
+
+
+def test_body_keypoints_are_world_positions_in_normalized_units():
+    from policies.diffusion.angles import body_keypoints
+
+    center, half = torch.tensor([0.0, 0.1, -0.1, 0.0]), torch.tensor([1.0, 0.2, 0.5, math.pi])
+    raw = torch.tensor([[9.0, 0.2, 0.0, math.pi / 2]])  # body at (0.2, 0.0), turned 90 degrees
+    points = torch.tensor([[0.1, 0.0], [0.0, 0.05]])
+    out = body_keypoints((raw - center) / half, points, (1, 2, 3), center, half)
+    world = torch.tensor([[0.2, 0.1], [0.15, 0.0]])  # R(90) (0.1, 0) = (0, 0.1); (0, .05) -> (-.05, 0)
+    expected = torch.stack([(world[:, 0] - 0.1) / 0.2, (world[:, 1] + 0.1) / 0.5], dim=-1).flatten()
+    assert out.shape == (1, 4)
+    assert torch.allclose(out[0], expected, atol=1e-6)
+
+
+def test_keypoint_policy_conditions_on_them_and_round_trips(tmp_path):
+    p = _policy(body_keypoints=(0.06, 0.01, -0.015, -0.08), body_pose=(2, 3, 4))
+    obs = torch.zeros(1, 2, 5)
+    assert p.encode(p.prepare_obs(obs)).shape == (1, 2 * (5 + 1 + 4))
+    with pytest.raises(ValueError, match="body_pose"):
+        make_policy("diffusion", obs_dim=5, action_dim=2, body_keypoints=(0.1, 0.0), body_pose=(2, 3))
+    with pytest.raises(ValueError, match="pairs"):
+        make_policy("diffusion", obs_dim=5, action_dim=2, body_keypoints=(0.1,))
+    p.eval()
+    p.reset(seed=3)
+    a = p.predict_action_chunk(obs)
+    save_policy(p, tmp_path / "kp")
+    q, _ = load_policy(tmp_path / "kp")
+    q.reset(seed=3)
+    assert torch.allclose(q.predict_action_chunk(obs), a)
