@@ -216,6 +216,7 @@ class DiffusionPolicy(Policy):
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(c.num_train_timesteps),
                              persistent=False)
         self._step_cache: dict[tuple[int, str], list] = {}
+        self._schedule_cache: dict[tuple[int, str, int], tuple] = {}
         self._last: torch.Tensor | None = None
         self._constraint: ChunkConstraint | None = None
 
@@ -315,16 +316,14 @@ class DiffusionPolicy(Policy):
         c = self.config
         t_batch = torch.empty(x.shape[0], dtype=torch.long)
         previous = None
-        steps = self._steps(c.num_inference_steps, sampler)[start:]
+        steps, timesteps, scales, folded = self._chunk_schedule(c.num_inference_steps, sampler, start)
         if tail is not None:
             x = add_noise(tail, x, t_batch.fill_(steps[0].t), self.alphas_cumprod)
-        scales = None
-        if c.prediction_type == "sample" and not c.adaptive_tol and self._constraint is None:
-            scales = tuple(s.x0_coef for s in steps)
-            scales = scales if min(scales) > 0 else None
-        prepared = self._prepared_condition(tuple(float(s.t) for s in steps), cond, scales)
+        if c.prediction_type != "sample" or c.adaptive_tol or self._constraint is not None:
+            scales = None
+        prepared = self._prepared_condition(timesteps, cond, scales)
         if prepared is not None and scales is not None:
-            return self._denoise_folded(x, steps, prepared)
+            return self._denoise_folded(x, folded, prepared)
         for i, step in enumerate(steps):
             out = self._call_denoiser(x, i, step.t, cond, prepared, t_batch)
             noise = torch.randn(x.shape, generator=self.generator) if step.sigma > 0 else None
@@ -336,7 +335,23 @@ class DiffusionPolicy(Policy):
             previous = x0
         return x
 
-    def _denoise_folded(self, x: torch.Tensor, steps: list, prepared: ChunkCondition) -> torch.Tensor:
+    def _chunk_schedule(self, num_steps: int, sampler: str, start: int) -> tuple:
+        """``(steps, timesteps, scales, folded)`` of a chunk from step ``start``, built once per key.
+
+        ``scales`` are the clean estimate's step weights (None unless all positive, which folding
+        into the output layer needs); ``folded`` holds each step's ``(a, b, sigma)`` for
+        ``_denoise_folded``. Kept as plain tuples so a chunk does no per-step Python work twice.
+        """
+        key = (num_steps, sampler, start)
+        if key not in self._schedule_cache:
+            steps = self._steps(num_steps, sampler)[start:]
+            scales = tuple(s.x0_coef for s in steps)
+            self._schedule_cache[key] = (
+                steps, tuple(float(s.t) for s in steps), scales if min(scales) > 0 else None,
+                tuple((s.x0_coef, s.x_coef, s.sigma) for s in steps))
+        return self._schedule_cache[key]
+
+    def _denoise_folded(self, x: torch.Tensor, folded: tuple, prepared: ChunkCondition) -> torch.Tensor:
         """``reverse_step`` of sample prediction, the clean estimate's weight folded into the denoiser.
 
         Each step is one forward giving ``a * x0`` (``a`` folded into the output layer), a clip to
@@ -344,14 +359,14 @@ class DiffusionPolicy(Policy):
         On a CPU the small ops between the matrix products run with caches the weights just
         flushed (~10 us each at batch 1), so their count is most of the sampler's own time.
         """
-        clip = self.config.clip_sample
-        for i, step in enumerate(steps):
-            out = self.denoiser(x, i, prepared)
+        clip, denoiser = self.config.clip_sample, self.denoiser
+        for i, (a, b, sigma) in enumerate(folded):
+            out = denoiser(x, i, prepared)
             if clip:
-                out.clamp_(-step.x0_coef, step.x0_coef)
-            out.add_(x, alpha=step.x_coef)
-            if step.sigma > 0:
-                out.add_(torch.randn(x.shape, generator=self.generator), alpha=step.sigma)
+                out.clamp_(-a, a)
+            out.add_(x, alpha=b)
+            if sigma > 0:
+                out.add_(torch.randn(x.shape, generator=self.generator), alpha=sigma)
             x = out
         return x
 

@@ -8,7 +8,7 @@ is visited), and any step count strides through the training timesteps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -45,16 +45,16 @@ class SamplingStep:
     sqrt_ab_prev: float
     dir_coef: float
     sigma: float
+    x_coef: float = field(init=False)
+    """Weight of x_t in x_{t_prev} once the noise direction is folded in: ``dir_coef / b``."""
+    x0_coef: float = field(init=False)
+    """Weight of x0 in x_{t_prev}: ``sqrt_ab_prev - dir_coef * sqrt_ab / b``."""
 
-    @property
-    def x_coef(self) -> float:
-        """Weight of x_t in x_{t_prev} once the noise direction is folded in: ``dir_coef / b``."""
-        return self.dir_coef / self.sqrt_one_minus_ab
-
-    @property
-    def x0_coef(self) -> float:
-        """Weight of x0 in x_{t_prev}: ``sqrt_ab_prev - dir_coef * sqrt_ab / b``."""
-        return self.sqrt_ab_prev - self.dir_coef * self.sqrt_ab / self.sqrt_one_minus_ab
+    def __post_init__(self) -> None:
+        # Plain fields, not properties: the sampler reads them on every step of every chunk.
+        object.__setattr__(self, "x_coef", self.dir_coef / self.sqrt_one_minus_ab)
+        object.__setattr__(self, "x0_coef",
+                           self.sqrt_ab_prev - self.dir_coef * self.sqrt_ab / self.sqrt_one_minus_ab)
 
 
 def sampling_steps(alphas_cumprod: torch.Tensor, num_steps: int, eta: float) -> list[SamplingStep]:
