@@ -40,7 +40,8 @@ def _refuse(path: Path, key: str, why: str) -> ValueError:
 
 def _class(path: Path, key: str, entry: dict[str, Any]) -> type:
     module = str(entry.get("__module__", ""))
-    match = re.match(r"<function (\w+)\.__init__ ", str(entry.get("__init__", "")))
+    # The class's name, from the repr of any method it defines itself (``__init__`` or another).
+    match = next((m for v in entry.values() if (m := re.match(r"<function (\w+)\.\w+ at ", str(v)))), None)
     if not module.startswith(TRUSTED_MODULES) or match is None:
         raise _refuse(path, key, f"names class module {module!r}, outside {TRUSTED_MODULES}")
     cls = getattr(importlib.import_module(module), match.group(1), None)

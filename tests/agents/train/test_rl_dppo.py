@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from agents.train.dppo import DppoConfig, build_dppo, train_dppo
-from agents.train.dppo_policy import ChainToChunk, DppoPPO
+from agents.train.dppo_policy import ChainToChunk, DppoPPO, DppoRolloutBuffer
 from agents.train.sb3_common import ChunkedEnvFactory
+from agents.train.sb3_safe import load_sb3
 from policies import load_policy, make_policy, save_policy
 
 
@@ -73,7 +74,9 @@ def test_sb3_save_load_round_trip_gives_identical_actions(tiny_base, tmp_path):
     model, venv, _, _ = _model(tiny_base, tmp_path)
     model.learn(16)
     model.save(tmp_path / "dppo.zip")
-    loaded = DppoPPO.load(tmp_path / "dppo.zip", device="cpu")
+    # kinodiff's loader (nothing unpickled) rebuilds the policy and the per-step rollout buffer.
+    loaded = load_sb3(DppoPPO, tmp_path / "dppo.zip")
+    assert loaded.rollout_buffer_class is DppoRolloutBuffer
     obs = venv.reset()
     for deterministic in (True, False):
         torch.manual_seed(7)
