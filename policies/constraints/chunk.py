@@ -201,6 +201,15 @@ class ChunkConstraint:
                 self._quiet = bool(clear.min() > self.config.obstacle_activation + QUIET_SLACK)
 
     # -- hooks -----------------------------------------------------------------------------------
+    @property
+    def corrects_steps(self) -> bool:
+        """Whether ``step`` ever changes an iterate.
+
+        ``clip`` and ``final`` act in ``finish`` only, so a sampler may skip the per-step hook and
+        keep its fast path.
+        """
+        return self.config.method in ("project", "guidance", "cbf")
+
     def step(self, x: torch.Tensor, index: int, total: int) -> torch.Tensor:
         """Correct the iterate after denoising step ``index`` of ``total``.
 

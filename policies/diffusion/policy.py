@@ -319,7 +319,8 @@ class DiffusionPolicy(Policy):
         steps, timesteps, scales, folded = self._chunk_schedule(c.num_inference_steps, sampler, start)
         if tail is not None:
             x = add_noise(tail, x, t_batch.fill_(steps[0].t), self.alphas_cumprod)
-        if c.prediction_type != "sample" or c.adaptive_tol or self._constraint is not None:
+        if (c.prediction_type != "sample" or c.adaptive_tol
+                or (self._constraint is not None and self._constraint.corrects_steps)):
             scales = None
         prepared = self._prepared_condition(timesteps, cond, scales)
         if prepared is not None and scales is not None:
@@ -328,7 +329,8 @@ class DiffusionPolicy(Policy):
             out = self._call_denoiser(x, i, step.t, cond, prepared, t_batch)
             noise = torch.randn(x.shape, generator=self.generator) if step.sigma > 0 else None
             x, x0 = reverse_step(x, out, step, c.prediction_type, c.clip_sample, noise)
-            if self._constraint is not None:  # correct the clean estimate; x_prev is linear in it
+            if self._constraint is not None and self._constraint.corrects_steps:
+                # Correct the clean estimate; x_prev is linear in it.
                 x = x + step.x0_coef * (self._constraint.step(x0, i, len(steps)) - x0)
             if c.adaptive_tol and previous is not None and (x0 - previous).abs().max() < c.adaptive_tol:
                 return x0
