@@ -212,8 +212,10 @@ def run(quick: bool = False, parts: tuple[str, ...] = PARTS):
             r, b = _gym_part(tmp, GYM_BUDGET)
             results += r
             bars += b
-    config = {"env_steps": budget, "eval_episodes": episodes, "bc_steps": bc_steps, "quick": quick,
-              "tasks": ([POINT] if "point" in parts else []) + ([GYM] if gym else [])}
+    config: dict[str, Any] = {"quick": quick,
+                              "tasks": ([POINT] if "point" in parts else []) + ([GYM] if gym else [])}
+    if "point" in parts:
+        config.update({"env_steps": budget, "eval_episodes": episodes, "bc_steps": bc_steps})
     if gym:
         config["gym"] = {"env_steps": GYM_BUDGET, "expert_algo": GYM_EXPERT_ALGO,
                          "medium_checkpoint_env_steps": GYM_MEDIUM_STEP,
