@@ -2,9 +2,11 @@
 + Q-guided sampling, and SB3 PPO from scratch (the peer).
 
 PointObstacle-v0 with imperfect demonstrations: the diffusion policy is trained only briefly
-(``bc_steps``), so it fails about half of the time. On InvertedPendulum-v5 (full runs only) the
-demonstrations come from an SB3 expert trained by ``kinodiff train rl`` and the BC policy is again
-trained briefly; fine-tuned return is compared with the expert's. Every method's curve (success /
+(``bc_steps``), so it fails about half of the time. On InvertedDoublePendulum-v5 (full runs only)
+an SB3 SAC expert is trained by ``kinodiff train rl``, a medium-quality dataset is collected from
+its own early checkpoint, the BC policy is again trained briefly, and every method gets a smaller
+budget (``GYM_BUDGET``); fine-tuned return is compared with the expert's over 20 seeded episodes.
+``python -m benchmarks.rl --part gym --json OUT`` runs one part. Every method's curve (success /
 return vs env steps and wall-clock) is written to the results; action smoothness is the mean
 ``|a_t - a_{t-1}|`` of the executed actions of the chunked policies.
 """
