@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from agents.rollout.hang_watch import HangReport, RayHangWatch
-from agents.rollout.pool_config import PoolConfig, split_calls
+from agents.rollout.pool_config import PoolConfig, assign_calls, split_calls
 from agents.rollout.ray_session import init_ray
 from agents.rollout.worker import EpisodeResult, StepTimeoutError, VecRolloutWorker
 
@@ -186,11 +186,8 @@ class RolloutPool:
         poll = min(1.0, self.config.step_timeout / 2) if self.config.step_timeout else 1.0
         while calls or inflight:
             self._revive(restarting, alive)
-            for w in sorted(alive - set(restarting)):
-                while load[w] < 2 and calls:
-                    call = calls.popleft()
-                    inflight[self._actors[w].run_jobs.remote(call)] = (w, call)
-                    load[w] += 1
+            for w, call in assign_calls(calls, load, sorted(alive - set(restarting))):
+                inflight[self._actors[w].run_jobs.remote(call)] = (w, call)
             busy = {w for w, _ in inflight.values()} - set(restarting)
             if self._hang_watch is not None:
                 self._hang_watch.arm(busy)

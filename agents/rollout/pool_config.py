@@ -72,3 +72,28 @@ def split_calls(jobs: list, per_call: int, workers: int) -> list[list]:
         calls.append(jobs[start:start + size])
         start += size
     return calls
+
+
+CALLS_QUEUED_PER_WORKER = 2
+"""Calls a Ray worker holds at once: the one it runs and the next, so it never waits on the driver."""
+
+
+def assign_calls(calls, load: list[int], workers: list[int],
+                 depth: int = CALLS_QUEUED_PER_WORKER) -> list[tuple[int, list]]:
+    """Hand ``calls`` (a deque, consumed from the left) to ``workers``, least loaded first.
+
+    Round by round, each worker below the current level gets one call, up to ``depth`` held calls;
+    ``load`` (calls each worker holds, indexed by worker) is updated in place. Filling one worker to
+    ``depth`` before the next would give the first worker 2 of 2 calls while the second idles, or
+    8 of the first 14 episodes of 20 (a 1.82x ceiling for 2 workers).
+
+    Returns:
+        ``(worker, call)`` pairs in the order to send them.
+    """
+    sent = []
+    for level in range(1, depth + 1):
+        for w in workers:
+            if calls and load[w] < level:
+                sent.append((w, calls.popleft()))
+                load[w] += 1
+    return sent

@@ -60,3 +60,28 @@ def test_calls_split_evenly_across_workers_so_no_worker_runs_the_tail_alone():
     assert [len(c) for c in split_calls(jobs, per_call=4, workers=1)] == [4] * 5
     assert [len(c) for c in split_calls(jobs[:3], per_call=4, workers=2)] == [2, 1]
     assert split_calls([], per_call=4, workers=2) == []
+
+
+def test_calls_go_to_the_least_loaded_worker_first():
+    from collections import deque
+
+    from agents.rollout.pool_config import assign_calls, split_calls
+
+    # Two calls of 10 for two workers: one each, not both to worker 0.
+    calls = deque(split_calls([(i, i) for i in range(20)], per_call=16, workers=2))
+    load = [0, 0]
+    sent = assign_calls(calls, load, [0, 1])
+    assert [(w, len(c)) for w, c in sent] == [(0, 10), (1, 10)]
+    assert load == [1, 1] and not calls
+
+    # Six calls 4, 4, 3, 3, 3, 3: each worker holds two (4 then 3); the rest wait in the queue.
+    calls = deque(split_calls([(i, i) for i in range(20)], per_call=4, workers=2))
+    load = [0, 0]
+    sent = assign_calls(calls, load, [0, 1])
+    assert [(w, len(c)) for w, c in sent] == [(0, 4), (1, 4), (0, 3), (1, 3)]
+    assert load == [2, 2] and len(calls) == 2
+
+    # A worker that finished a call is topped up; a worker left out (restarting) gets nothing.
+    load[1] -= 1
+    assert [w for w, _ in assign_calls(calls, load, [1])] == [1]
+    assert load == [2, 2] and len(calls) == 1
