@@ -14,6 +14,7 @@ SAMPLERS = {"ddpm": ("ddpm", "ddim", "onestep"), "flow": ("euler", "heun", "ones
 OBJECTIVES = tuple(SAMPLERS)
 DENOISERS = ("mlp", "unet", "transformer")
 PREDICTION_TYPES = ("epsilon", "sample")
+FLOW_PREDICTIONS = ("velocity", "sample")
 OBS_ENCODERS = ("state", "image")
 # Batches up to this size get ``small_batch_threads``: the MLP's matmuls are still matrix-vector
 # products there, bound by reading the weights rather than by arithmetic.
@@ -61,6 +62,10 @@ class DiffusionConfig(PolicyConfig):
 
     ``sample`` is the default: on PointObstacle-v0 with 3,000 steps it reached 1.0 success with
     both sides used, where ``epsilon`` stayed near 0.3 (see BENCHMARKS.md)."""
+    flow_prediction: str = "velocity"
+    """For ``objective=flow``: what the network predicts, ``velocity`` (``x1 - x0``, as in Liu et
+    al. 2022) or ``sample`` (the clean chunk ``x1``; the integrator uses the velocity
+    ``(x1_hat - x_s) / (1 - s)``). ``sample`` helps the way it does for DDPM: see BENCHMARKS.md."""
     clip_sample: bool = True
     """Clip the clean-chunk estimate to the normalized range [-1, 1] at every step."""
     constraint_method: str = "none"
@@ -125,7 +130,8 @@ class DiffusionConfig(PolicyConfig):
                                    ("obs_encoder", self.obs_encoder, OBS_ENCODERS),
                                    ("objective", self.objective, OBJECTIVES),
                                    ("sampler", self.sampler, SAMPLERS.get(self.objective, ())),
-                                   ("prediction_type", self.prediction_type, PREDICTION_TYPES)):
+                                   ("prediction_type", self.prediction_type, PREDICTION_TYPES),
+                                   ("flow_prediction", self.flow_prediction, FLOW_PREDICTIONS)):
             if value not in valid:
                 raise ValueError(f"{name}={value!r} is invalid; expected one of {list(valid)}")
         if self.constraint_method not in CONSTRAINT_METHODS:

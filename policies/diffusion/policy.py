@@ -253,11 +253,12 @@ class DiffusionPolicy(Policy):
         j = 0  # index into times
         for k, h in zip(range(start, K), heun, strict=True):
             s = k * ds
-            v = self._call_denoiser(x, j, times[j], cond, prepared, s_batch)
+            v = self._flow_velocity(x, s, self._call_denoiser(x, j, times[j], cond, prepared, s_batch))
             j += 1
             if h:
                 x_pred = euler_step(x, v, ds)
-                v_next = self._call_denoiser(x_pred, j, times[j], cond, prepared, s_batch)
+                v_next = self._flow_velocity(
+                    x_pred, s + ds, self._call_denoiser(x_pred, j, times[j], cond, prepared, s_batch))
                 j += 1
                 x = heun_step(x, v, v_next, ds)
             else:
@@ -271,6 +272,14 @@ class DiffusionPolicy(Policy):
                     break
                 previous = x1
         return x.clamp(-1.0, 1.0) if c.clip_sample else x
+
+    def _flow_velocity(self, x: torch.Tensor, s: float, out: torch.Tensor) -> torch.Tensor:
+        """The network's output at time ``s`` (< 1) as a velocity (``flow_prediction``)."""
+        if self.config.flow_prediction == "velocity":
+            return out
+        if self.config.clip_sample:  # as DDPM clips its clean-chunk estimate at every step
+            out = out.clamp(-1.0, 1.0)
+        return (out - x) / (1.0 - s)
 
     def prepare_obs(self, obs: Any) -> Any:
         """Raw observations -> checked, normalized input.
@@ -360,7 +369,7 @@ class DiffusionPolicy(Policy):
         elif c.objective == "flow":
             s = torch.rand(B)
             pred = self.denoiser(interpolate(actions, noise, s), s * FLOW_TIME_SCALE, cond)
-            target = actions - noise
+            target = actions - noise if c.flow_prediction == "velocity" else actions
         else:
             t = torch.randint(0, c.num_train_timesteps, (B,), device=actions.device)
             pred = self.denoiser(add_noise(actions, noise, t, self.alphas_cumprod), t, cond)

@@ -16,6 +16,7 @@ SAMPLER_SETS = [{"objective": "ddpm", "sampler": "ddim"}, {"objective": "ddpm", 
                 {"objective": "ddpm", "sampler": "ddpm", "prediction_type": "epsilon"},
                 {"objective": "flow", "sampler": "euler"}, {"objective": "flow", "sampler": "heun"},
                 {"objective": "flow", "sampler": "heun", "adaptive_tol": 0.05},
+                {"objective": "flow", "sampler": "heun", "flow_prediction": "sample"},
                 {"objective": "ddpm", "sampler": "onestep", "teacher": "TEACHER"}]
 # Every sampler x denoiser combination, plus the MLP baseline.
 VARIANTS = [("mlp", {})] + [("diffusion", {"denoiser": d, **s}) for d in DENOISERS for s in SAMPLER_SETS]

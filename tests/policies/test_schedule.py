@@ -63,3 +63,33 @@ def test_flow_path_and_integrators():
     # dx/ds = s integrated over [0, 1] from 0 is 0.5; Heun (trapezoid) is exact, Euler gives 0.
     assert heun_step(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(1.0), 1.0) == 0.5
     assert euler_step(torch.tensor(0.0), torch.tensor(0.0), 1.0) == 0.0
+
+
+def test_flow_sample_prediction_integrates_along_the_straight_path():
+    """With ``flow_prediction=sample`` a network that returns the data point exactly sends every
+    Euler and Heun integration to it, from any noise (the velocity (x1 - x_s) / (1 - s) is exact)."""
+    import torch
+
+    from policies import make_policy
+
+    target = torch.tensor([[[0.3, -0.5]] * 4])
+    for sampler in ("euler", "heun"):
+        p = make_policy("diffusion", obs_dim=2, action_dim=2, n_obs_steps=1, horizon=4,
+                        n_action_steps=2, hidden_dims=(8,), objective="flow", sampler=sampler,
+                        flow_prediction="sample", num_inference_steps=3)
+        p._call_denoiser = lambda x, *args: target.expand_as(x)
+        out = p.predict_normalized_chunk(torch.zeros(2, 1, 2), noise=torch.randn(2, 4, 2))
+        assert torch.allclose(out, target.expand(2, 4, 2), atol=1e-6)
+    velocity = make_policy("diffusion", obs_dim=2, action_dim=2, hidden_dims=(8,), objective="flow",
+                           sampler="euler")
+    assert velocity.config.flow_prediction == "velocity"  # the default: saved policies keep their meaning
+
+
+def test_flow_prediction_is_checked():
+    import pytest
+
+    from policies import make_policy
+
+    with pytest.raises(ValueError, match="flow_prediction='x1'"):
+        make_policy("diffusion", obs_dim=2, action_dim=2, objective="flow", sampler="euler",
+                    flow_prediction="x1")
