@@ -78,7 +78,7 @@ def _tiny_reach(env) -> CostFn:
 
 
 def _arm_reach(env) -> CostFn:
-    from envs.arm_reach_v0 import arm_clearance, forward_kinematics
+    from envs.arm_kinematics import arm_clearance, forward_kinematics
 
     layout, spec = env.layout, env.constraint_spec
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from envs.arm_reach_v0 import ArmReachEnv, arm_clearance, feasible_configurations, link_clearance
+from envs.arm_kinematics import arm_clearance, feasible_configurations, link_clearance
+from envs.arm_reach_v0 import ArmReachEnv
 
 _NEIGHBOURS = [(axis, shift) for axis in range(3) for shift in (1, -1)]
 

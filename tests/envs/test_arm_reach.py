@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import envs
-from envs.arm_reach_v0 import (
+from envs.arm_kinematics import (
     arm_clearance,
     feasible_configurations,
     forward_kinematics,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from envs import make_env
-from envs.arm_reach_v0 import arm_clearance
+from envs.arm_kinematics import arm_clearance
 from envs.wrappers import DomainRandomization
 
 POINT, ARM = "kinodiff/PointObstacle-v0", "kinodiff/ArmReach-v0"
