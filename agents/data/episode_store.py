@@ -42,6 +42,9 @@ from agents.data.store_checks import CorruptStoreError, bad_chunk, check_codecs,
 
 FORMAT = "kinodiff.episodes"
 VERSION = 2  # 2: crc32c on every chunk, zero chunks written, every committed chunk checked
+HASH_SLICE_BYTES = 1 << 24
+"""Bytes of a data array :meth:`EpisodeStore.content_hash` reads at once (whole chunks, at least one)."""
+
 _TABLE = {"episode_id": np.int64, "seed": np.int64, "length": np.int64, "success": np.bool_}
 _LOCK = ".writer.lock"
 # zarr skips chunks that hold only the fill value; then a deleted chunk and a zero one look alike.
@@ -233,11 +236,24 @@ class EpisodeStore:
         hash wherever and whenever it is collected.
         """
         digest = hashlib.sha256()
-        for key, values in sorted({**self.load(), **self.table()}.items()):
-            values = np.ascontiguousarray(values)
-            digest.update(f"{key}:{values.dtype.str}:{values.shape}".encode())
-            digest.update("\x00".join(values.tolist()).encode() if values.dtype.kind in "OTU"
-                          else values.tobytes())
+        table = self.table()
+        for key in sorted({*self.keys, *table}):
+            if key in table:
+                values = np.ascontiguousarray(table[key])
+                digest.update(f"{key}:{values.dtype.str}:{values.shape}".encode())
+                digest.update("\x00".join(values.tolist()).encode() if values.dtype.kind in "OTU"
+                              else values.tobytes())
+                continue
+            # Data arrays stream in slices of whole chunks: the same bytes as one tobytes() of the
+            # whole array (rows are C-contiguous), without holding an image dataset in memory.
+            arr = self._g[f"data/{key}"]
+            shape = (self.n_steps, *arr.shape[1:])
+            digest.update(f"{key}:{arr.dtype.str}:{shape}".encode())
+            chunk_bytes = arr.chunks[0] * arr.dtype.itemsize * int(np.prod(arr.shape[1:]))
+            step = arr.chunks[0] * max(1, HASH_SLICE_BYTES // max(chunk_bytes, 1))
+            for start in range(0, self.n_steps, step):
+                stop = min(start + step, self.n_steps)
+                digest.update(np.ascontiguousarray(self._read(f"data/{key}", stop, start)).tobytes())
         return digest.hexdigest()
 
     def load(self, keys: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -105,3 +105,34 @@ def test_same_seeds_give_the_same_content_hash(tmp_path):
                               out=str(tmp_path / f"{name}.zarr")), progress=False)
         hashes.append(EpisodeStore.open(tmp_path / f"{name}.zarr").content_hash())
     assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_content_hash_streams_the_bytes_of_the_whole_arrays(tmp_path, monkeypatch):
+    """Read slice by slice (here one chunk of 8 steps at a time), the hash equals sha256 over each
+    key's header and the whole array's bytes, in key order, as it did when everything was loaded."""
+    import hashlib
+
+    import agents.data.episode_store as es
+
+    path = tmp_path / "s.zarr"
+    with _store(path) as s:
+        for i, n in enumerate([3, 11, 9, 6]):
+            ep = _episode(n, i + 1)
+            ep["obs"] = ep["obs"] + np.arange(n, dtype=np.float32)[:, None]  # rows differ
+            s.add_episode(ep, episode_id=100 + i, seed=i, source="expert:x", success=i != 1)
+    store = EpisodeStore.open(path)
+    expected = hashlib.sha256()
+    for key, values in sorted({**store.load(), **store.table()}.items()):
+        values = np.ascontiguousarray(values)
+        expected.update(f"{key}:{values.dtype.str}:{values.shape}".encode())
+        expected.update("\x00".join(values.tolist()).encode() if values.dtype.kind in "OTU"
+                        else values.tobytes())
+    whole = store.content_hash()
+    monkeypatch.setattr(es, "HASH_SLICE_BYTES", 1)
+    assert store.content_hash() == whole == expected.hexdigest()
+    with _store(tmp_path / "t.zarr") as s:  # one value changed: another hash
+        for i, n in enumerate([3, 11, 9, 6]):
+            ep = _episode(n, i + 1 + (i == 2) * 1e-3)
+            ep["obs"] = ep["obs"] + np.arange(n, dtype=np.float32)[:, None]
+            s.add_episode(ep, episode_id=100 + i, seed=i, source="expert:x", success=i != 1)
+    assert EpisodeStore.open(tmp_path / "t.zarr").content_hash() != whole
