@@ -112,6 +112,9 @@ class DppoPolicy(ActorCriticPolicy):
         if c.objective != "ddpm" or c.sampler == "onestep":
             raise ValueError(f"DPPO needs a DDPM-objective diffusion policy with a multi-step sampler; "
                              f"got objective={c.objective!r}, sampler={c.sampler!r}")
+        if c.obs_encoder != "state":
+            raise ValueError(f"DPPO needs a state-observation diffusion policy; got "
+                             f"obs_encoder={c.obs_encoder!r}")
         self.steps = ddim_steps(self.diffusion.alphas_cumprod, c.num_inference_steps)
         if not 1 <= self.ft_steps <= len(self.steps):
             raise ValueError(f"ft_steps={self.ft_steps}; expected 1 <= k <= num_inference_steps="
@@ -121,7 +124,8 @@ class DppoPolicy(ActorCriticPolicy):
             raise ValueError(f"action space {self.action_space.shape}; expected the chain shape {expected}")
         # The first K - k steps keep the base weights (as in DPPO): a frozen copy.
         self.base_denoiser = copy.deepcopy(self.diffusion.denoiser).requires_grad_(False)
-        self.value_net = mlp(c.n_obs_steps * c.obs_dim, self.critic_hidden, 1)
+        # The critic sees the actor's condition: with angle or keypoint features, those too.
+        self.value_net = mlp(self.diffusion.obs_encoder.out_dim, self.critic_hidden, 1)
         actor = [p for p in self.diffusion.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(
             [{"params": actor, "lr_scale": 1.0},
@@ -136,7 +140,9 @@ class DppoPolicy(ActorCriticPolicy):
         self.base_denoiser.load_state_dict(self.diffusion.denoiser.state_dict())
 
     def _cond(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.diffusion.obs_normalizer.normalize(obs.float()).flatten(1)
+        # The policy's own encoding (the flat history, plus any angle / keypoint features): the
+        # denoiser was trained on it.
+        return self.diffusion.encode(self.diffusion.obs_normalizer.normalize(obs.float()))
 
     def _sample(self, cond: torch.Tensor, deterministic: bool) -> torch.Tensor:
         c = self.diffusion.config

@@ -143,3 +143,27 @@ def test_bad_config_values_are_named():
         DppoConfig(base="x", noise_std=0.0)
     with pytest.raises(ValueError, match="ft_steps"):
         DppoConfig(base="x", ft_steps=-1)
+
+
+def test_actor_and_critic_see_the_policys_own_encoding(tmp_path):
+    """A base with angle features: the actor's deterministic chain ends at the base policy's DDIM
+    sample from the same noise, and the critic takes the encoded width (obs 4 + 1 angle, x 2 steps)."""
+    torch.manual_seed(0)
+    policy = make_policy("diffusion", obs_dim=4, action_dim=2, horizon=8, n_action_steps=4,
+                         hidden_dims=(32, 32), num_inference_steps=4, angle_features=(2,))
+    rng = np.random.default_rng(0)
+    policy.fit_normalizers(rng.uniform(-1, 1, (100, 4)), rng.uniform(-1, 1, (100, 2)))
+    base = save_policy(policy, tmp_path / "base", metadata={"env_id": "kinodiff/PointObstacle-v0"})
+    model, venv, _, _ = _model(base, tmp_path)
+    obs = torch.as_tensor(venv.reset())
+    with torch.no_grad():
+        torch.manual_seed(5)
+        chain = model.policy._sample(model.policy._cond(obs), deterministic=True)
+        torch.manual_seed(5)
+        noise = torch.randn(obs.shape[0], 8, 2)
+        loaded, _ = load_policy(base)
+        expected = loaded.predict_normalized_chunk(loaded.obs_normalizer.normalize(obs.float()),
+                                                   noise=noise, sampler="ddim")
+        _, value, _ = model.policy(obs)
+    assert torch.allclose(chain[:, -1], expected, atol=1e-5)
+    assert model.policy.value_net[0].in_features == (4 + 1) * 2 and value.shape == (2, 1)
