@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import envs
+from envs.experts.push_t import PushTMarkovMPCExpert, PushTMPCConfig
 from envs.push_t_geometry import (
     CoverageFn,
     TShape,
@@ -201,3 +202,30 @@ def test_mpc_expert_improves_coverage_and_leaves_the_env_alone():
     err = pose_error(u.layout.shape, u.block_pose(), u.layout.goal)
     assert err < 0.2 * start_err and info["coverage"] > start_cov + 0.5
     assert expert.drifts == 0  # the rollouts predicted the env exactly
+
+
+def test_markov_mpc_expert_plans_are_a_function_of_the_state():
+    env = envs.make_env("kinodiff/PushT-v0")
+    env.reset(seed=9)
+    plans = []
+    for k in range(2):  # two episode rngs, and a second plan that a warm start would change
+        expert = PushTMarkovMPCExpert(env.unwrapped)
+        expert.reset(k, np.random.default_rng(k))
+        plans += [expert.plan()[0], expert.plan()[0]]
+    assert all(np.array_equal(p, plans[0]) for p in plans[1:])
+    default = envs.make_expert("kinodiff/PushT-v0", "mpc", env)
+    default.reset(1, np.random.default_rng(1))
+    assert not np.array_equal(default.plan()[0], plans[0])  # the default expert's depend on its rng
+
+
+def test_replan_every_caps_the_open_loop_steps():
+    env = envs.make_env("kinodiff/PushT-v0")
+    obs, _ = env.reset(seed=9)
+    expert = PushTMarkovMPCExpert(env.unwrapped)
+    expert.reset(0, np.random.default_rng(0))
+    for _ in range(24):
+        obs, *_ = env.step(expert.act(obs))
+    # Seed 9's first primitive is longer than 8 steps, so a plan is made at least every 8 steps.
+    assert expert.plans >= 3 and expert.drifts == 0
+    with pytest.raises(ValueError, match="replan_every -1"):
+        PushTMPCConfig(replan_every=-1)
