@@ -11,6 +11,10 @@ log = logging.getLogger(__name__)
 # On Linux Ray swaps a loopback node address for the machine's outward one (and then listens on
 # every interface) unless this, its switch for single-machine "clusters", is off.
 _RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray starts its workers at nice 15, so any other process on the machine (a browser, a training
+# run) takes the cores from the rollouts; SubprocVecEnv's workers run at the caller's priority.
+# Embedded Ray's workers do too (as Ray Jobs' do), unless the caller set the variable.
+_RAY_NICENESS_ENV = "RAY_worker_niceness"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None,
@@ -18,11 +22,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     """Start Ray embedded or join the cluster at ``address``; no-op if Ray is running already.
 
     Embedded Ray listens on 127.0.0.1 only, runs no dashboard unless ``dashboard`` (then on
-    127.0.0.1 too), and uses Ray's token authentication, which Ray turns on by default for a local
-    instance (the token lives in ``~/.ray/auth_token``, made on first use). Joining a cluster
-    started with token authentication needs ``RAY_AUTH_MODE=token`` and the cluster's token in
-    this process's environment (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``): Ray never sends the
-    default token to an address given explicitly.
+    127.0.0.1 too), runs its workers at this process's priority (Ray's default is nice 15; set
+    ``RAY_worker_niceness`` to choose), and uses Ray's token authentication, which Ray turns on
+    by default for a local instance (the token lives in ``~/.ray/auth_token``, made on first
+    use). Joining a cluster started with token authentication needs ``RAY_AUTH_MODE=token`` and
+    the cluster's token in this process's environment (``RAY_AUTH_TOKEN`` or
+    ``RAY_AUTH_TOKEN_PATH``): Ray never sends the default token to an address given explicitly.
     """
     import ray
     from ray._private import ray_constants
@@ -39,6 +44,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     # constant (Ray may have been imported already); both go back once Ray is up.
     saved = os.environ.get(_RAY_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
     os.environ[_RAY_LOOPBACK_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    set_niceness = _RAY_NICENESS_ENV not in os.environ
+    if set_niceness:
+        os.environ[_RAY_NICENESS_ENV] = "0"
     try:
         # Ray gives its raylet a fixed 30 s to register; an overloaded machine can miss that window.
         for attempt in range(3):
@@ -58,3 +66,5 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
         else:
             os.environ[_RAY_LOOPBACK_ENV] = saved[0]
         ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+        if set_niceness:
+            os.environ.pop(_RAY_NICENESS_ENV, None)

@@ -76,6 +76,8 @@ def test_embedded_ray_listens_on_loopback_only_with_no_dashboard_and_token_auth(
     init_ray(num_cpus=1)
     try:
         pids = ray.get([ray.remote(lambda: os.getpid()).remote()])  # a worker process is up and listening
+        # Workers run at this process's priority, not Ray's nice 15.
+        assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
         node = ray._private.worker.global_worker.node
         sockets = _listening(_descendants(os.getpid()))
         assert pids and sockets  # GCS, raylet, this driver and the worker listen on something
