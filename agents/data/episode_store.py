@@ -42,8 +42,7 @@ from agents.data.store_checks import CorruptStoreError, bad_chunk, check_codecs,
 
 FORMAT = "kinodiff.episodes"
 VERSION = 2  # 2: crc32c on every chunk, zero chunks written, every committed chunk checked
-HASH_SLICE_BYTES = 1 << 24
-"""Bytes of a data array :meth:`EpisodeStore.content_hash` reads at once (whole chunks, at least one)."""
+HASH_SLICE_BYTES = 1 << 24  # bytes of a data array content_hash reads at once (whole chunks, >= 1)
 
 _TABLE = {"episode_id": np.int64, "seed": np.int64, "length": np.int64, "success": np.bool_}
 _LOCK = ".writer.lock"
@@ -235,8 +234,7 @@ class EpisodeStore:
         Provenance (paths, command line, versions) is left out, so the same seed list gives the same
         hash wherever and whenever it is collected.
         """
-        digest = hashlib.sha256()
-        table = self.table()
+        digest, table = hashlib.sha256(), self.table()
         for key in sorted({*self.keys, *table}):
             if key in table:
                 values = np.ascontiguousarray(table[key])
@@ -244,16 +242,14 @@ class EpisodeStore:
                 digest.update("\x00".join(values.tolist()).encode() if values.dtype.kind in "OTU"
                               else values.tobytes())
                 continue
-            # Data arrays stream in slices of whole chunks: the same bytes as one tobytes() of the
-            # whole array (rows are C-contiguous), without holding an image dataset in memory.
+            # Streamed in whole-chunk slices: the bytes of the whole array's tobytes(), not its memory.
             arr = self._g[f"data/{key}"]
-            shape = (self.n_steps, *arr.shape[1:])
-            digest.update(f"{key}:{arr.dtype.str}:{shape}".encode())
+            digest.update(f"{key}:{arr.dtype.str}:{(self.n_steps, *arr.shape[1:])}".encode())
             chunk_bytes = arr.chunks[0] * arr.dtype.itemsize * int(np.prod(arr.shape[1:]))
             step = arr.chunks[0] * max(1, HASH_SLICE_BYTES // max(chunk_bytes, 1))
             for start in range(0, self.n_steps, step):
-                stop = min(start + step, self.n_steps)
-                digest.update(np.ascontiguousarray(self._read(f"data/{key}", stop, start)).tobytes())
+                rows = self._read(f"data/{key}", min(start + step, self.n_steps), start)
+                digest.update(np.ascontiguousarray(rows).tobytes())
         return digest.hexdigest()
 
     def load(self, keys: list[str] | None = None) -> dict[str, np.ndarray]:
