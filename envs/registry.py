@@ -99,7 +99,10 @@ _add(
         description="Round pusher pushes a T-shaped block onto a goal pose (diffusion-policy PushT).",
         # 30 s at 10 Hz, the diffusion-policy evaluation horizon.
         max_episode_steps=300,
-        experts={"mpc": "envs.experts.push_t:PushTMPCExpert"},
+        experts={
+            "mpc": "envs.experts.push_t:PushTMPCExpert",
+            "feedback": "envs.experts.push_t_feedback:PushTFeedbackExpert",
+        },
     )
 )
 
