@@ -9,7 +9,8 @@ for both (the way SB3 and LeRobot evaluate). The policy is untrained, so every e
 time limit and each configuration does exactly the same work. Times exclude process start-up; the
 configurations' repeats are interleaved and each reports its best, so load from other processes
 on a shared machine falls on all of them alike; the 2-vs-1-worker scaling is the median of the
-per-repeat ratios (each repeat runs both moments apart).
+per-repeat ratios (each repeat runs both moments apart). Beside it, the same worker loop in 1 and 2
+plain processes (``rollouts_plain``), paired the same way, and Ray's rates over theirs.
 
 Multi-robot: env-steps/s and robot-steps/s of MultiRobotArena-v0 with N = 2..64 robots served by
 one per-robot policy in one batched call per control step (one worker, in this process).
@@ -32,6 +33,7 @@ from agents.rollout.env_factory import EnvFactory
 from agents.rollout.pool import PoolConfig, RolloutPool
 from agents.rollout.worker import VecRolloutWorker
 from agents.utils import episode_seed
+from benchmarks.rollouts_plain import PlainProcesses, plain_runner
 from policies import make_policy, save_policy
 
 ENV = "kinodiff/PointObstacle-v0"
@@ -111,7 +113,9 @@ def _multi_robot(policy_dir: Path, n_robots: int, steps: int) -> dict:
 def run(quick: bool = False):
     """Returns (config, results, bars)."""
     torch.set_num_threads(1)
-    episodes, repeats = (6, 2) if quick else (20, 5)
+    # 60 episodes per measurement: with 2 workers the last episode of one runs while the other may
+    # idle, up to 1 episode in 30 (with 20 episodes, 1 in 10: 1.78-1.82x instead of 1.8-1.9x).
+    episodes, repeats = (6, 2) if quick else (60, 7)
     results, bars = [], []
     with tempfile.TemporaryDirectory() as tmp:
         policy_dir = save_policy(make_policy("diffusion", obs_dim=4, action_dim=2), Path(tmp) / "dp")
@@ -120,13 +124,17 @@ def run(quick: bool = False):
         probe = factory()
         # Every runner stays up and the repeats interleave them (A B C ... A B C ...), so load from
         # other processes on the machine falls on all of them alike; each keeps its best repeat.
-        # Idle Ray workers cost no CPU, so all the pools may hold their workers at once.
+        # An idle Ray worker costs ~0.5% of a core (measured: 0.16 CPU-s in 30 s, its main thread),
+        # so holding all the pools at once takes ~2% of one core from the one being measured.
         pools, runners = [], {}
         for workers, m in RAY_CONFIGS:
             pool = RolloutPool(factory, actor_factory,
                                PoolConfig(workers=workers, envs_per_worker=m, cpus_per_worker=0.25))
             pools.append(pool)
             runners[("ray", workers, m)] = _pool_runner(pool)
+        plain = {n: PlainProcesses(n, factory, actor_factory) for n in (1, 2)}
+        for n, processes in plain.items():
+            runners[("plain processes", n, 1)] = plain_runner(processes, _jobs)
         sub_env = SubprocVecEnv([factory, factory])
         runners[("SubprocVecEnv(2)", 0, 0)] = _vec_env_runner(sub_env, actor_factory, probe, True)
         async_env = gym.vector.AsyncVectorEnv([factory, factory],
@@ -138,13 +146,15 @@ def run(quick: bool = False):
                 times[key].append(measure(episodes, 1000 * (r + 1)))
         for pool in pools:
             pool.close()
+        for processes in plain.values():
+            processes.close()
         sub_env.close()
         async_env.close()
         rate = {key: episodes / min(t) for key, t in times.items()}
         for (runner, workers, m), value in rate.items():
             config = {"runner": runner, "episodes": episodes, "repeats": repeats,
                       "seconds_per_repeat": times[(runner, workers, m)]}
-            if runner == "ray":
+            if runner in ("ray", "plain processes"):
                 config.update(workers=workers, envs_per_worker=m)
             results.append({"metric": "episodes_per_s", "value": value, "unit": "1/s",
                             "config": config})
@@ -165,6 +175,16 @@ def run(quick: bool = False):
         results.append({"metric": "scaling_2_vs_1_worker", "value": scale, "unit": "x",
                         "config": {"statistic": "median of per-repeat ratios", "per_repeat": paired,
                                    "best_of_ratio": eps[(2, 1)] / eps[(1, 1)]}})
+        plain_paired = [t1 / t2 for t1, t2 in zip(times[("plain processes", 1, 1)],
+                                             times[("plain processes", 2, 1)], strict=True)]
+        results.append({"metric": "scaling_2_vs_1_plain_process", "value": float(np.median(plain_paired)),
+                        "unit": "x", "config": {"statistic": "median of per-repeat ratios",
+                                                "per_repeat": plain_paired, "note": "no Ray, jobs "
+                                                "split in halves ahead of time"}})
+        for n in (1, 2):
+            results.append({"metric": "ray_vs_plain_processes", "value": eps[(n, 1)] / rate[
+                ("plain processes", n, 1)], "unit": "x", "config": {"workers": n,
+                                                                    "statistic": "best-of rates"}})
         bars.append({"bar": "2 workers on 2 cores >= 1.8x the episodes/s of 1 worker",
                      "value": scale, "threshold": 1.8, "met": scale >= 1.8})
         vs = eps[(2, 1)] / sub
