@@ -49,8 +49,9 @@ def plot_paths(episodes: dict[str, list[EpisodeResult]], layout: Any, path: Path
                         ls="-" if r.success else ":")
         ax.set_title(f"{name} ({sum(r.success for r in results)}/{len(results)} ok)")
         ax.set_aspect("equal")
-        ax.set_xlim(-1, 1)
-        ax.set_ylim(-1.1, 1.1)
+        if layout is not None and hasattr(layout, "obstacle_center"):  # PointObstacle's arena
+            ax.set_xlim(-1, 1)
+            ax.set_ylim(-1.1, 1.1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

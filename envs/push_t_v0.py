@@ -71,7 +71,7 @@ class PushTEnv(MujocoTaskEnv):
 
     Reward terms: ``coverage`` is the change of coverage since the last step (so the return is the
     coverage gained and dawdling never pays), ``success`` is 1 on the step that succeeds.
-    ``info["coverage"]`` is the coverage on every step.
+    ``info["coverage"]`` is the coverage on every step, ``info["position"]`` the pusher's ``(x, y)``.
 
     Args:
         block_spread: Half side of the block centroid's start square, metres.
@@ -192,8 +192,9 @@ class PushTEnv(MujocoTaskEnv):
             "reward_success": success_term,
             "is_success": success,
             "coverage": coverage,
+            "position": self._q[:2].copy(),
         }
         return coverage_term + success_term, success, info
 
     def _task_info(self) -> dict[str, Any]:
-        return {"coverage": self._coverage}
+        return {"coverage": self._coverage, "position": self._q[:2].copy()}

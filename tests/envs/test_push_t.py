@@ -154,6 +154,19 @@ def test_reward_is_the_coverage_gain():
         prev = info["coverage"]
 
 
+def test_info_position_is_the_pushers_so_reports_can_draw_its_path():
+    env = envs.make_env("kinodiff/PushT-v0")
+    obs, info = env.reset(seed=3)
+    np.testing.assert_allclose(info["position"], obs[:2], atol=1e-6)
+    for _ in range(5):
+        obs, _, _, _, info = env.step(np.array([0.1, -0.05]))
+        np.testing.assert_allclose(info["position"], env.unwrapped.pusher_position())
+        np.testing.assert_allclose(info["position"], obs[:2], atol=1e-6)
+    before = info["position"].copy()
+    env.step(np.array([-0.1, 0.1]))
+    np.testing.assert_array_equal(info["position"], before)  # a copy, not a view of qpos
+
+
 def test_invalid_task_arguments_are_named():
     with pytest.raises(ValueError, match="block_spread"):
         PushTEnv(block_spread=0.5)
