@@ -134,6 +134,7 @@ def calibrate(config: CalibrateConfig, progress: bool = True) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     policy_dir = resolve_policy_dir(config.run)
     policy, meta = load_policy(policy_dir)
+    policy.require_vector_observations("calibration")
     env_id = check_env_id(config.env or meta.get("env_id", ""))
     check_policy_fits_env(policy_dir, env_id)
     timings: dict[str, float] = {}

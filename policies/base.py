@@ -96,6 +96,17 @@ class Policy(nn.Module):
         self._action_queue: deque[torch.Tensor] = deque()
         self._ensemble: deque[torch.Tensor] = deque(maxlen=config.n_action_steps)
 
+    def require_vector_observations(self, tool: str) -> None:
+        """Refuse, in one line, a policy that reads camera frames where ``tool`` handles vectors only.
+
+        Export, calibration, distillation and the Q-critic feed a policy one observation vector per
+        step; an ``obs_encoder="image"`` policy takes a dict of frames and state instead.
+        """
+        encoder = getattr(self.config, "obs_encoder", "state")
+        if encoder != "state":
+            raise ValueError(f"{tool} takes policies that read one observation vector per step; this "
+                             f"{self.name} policy has obs_encoder={encoder!r}; expected 'state'")
+
     def fit_normalizers(self, obs: np.ndarray, actions: np.ndarray) -> None:
         """Set normalization statistics from the training data ([N, Do], [N, Da])."""
         self.obs_normalizer.fit(obs)

@@ -196,6 +196,7 @@ def export_policy(config: ExportConfig) -> dict[str, Any]:
     """
     policy_dir = resolve_policy_dir(config.run)
     policy, meta = load_policy(policy_dir)
+    policy.require_vector_observations("export")
     if config.overrides:
         known = {f.name for f in dataclasses.fields(policy.config)}
         if set(config.overrides) - known:

@@ -88,6 +88,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
         raise ValueError(f"teacher {config.teacher!r} is a {teacher.name} policy with sampler "
                          f"{getattr(teacher.config, 'sampler', '-')!r}; expected a multi-step "
                          "diffusion policy")
+    teacher.require_vector_observations("distillation")
     data_path = config.data or meta.get("data", "")
     if not data_path:
         raise ValueError(f"teacher {config.teacher!r} records no training data; pass --data")

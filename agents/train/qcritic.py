@@ -134,6 +134,7 @@ def train_qcritic(config: QCriticConfig, progress: bool = True) -> Path:
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     base, meta, base_path = load_base_policy(config.base)
+    base.require_vector_observations("the Q-critic")
     env_id = config.env or meta.get("env_id", "")
     if not env_id:
         raise ValueError(f"base policy {str(base_path)!r} records no env id; pass --env")

@@ -34,3 +34,11 @@ def test_collect_train_eval_from_images(tmp_path, capsys):
     # The image policy refuses the state task, naming it.
     assert main(["eval", "--run", str(run), "--env", "kinodiff/PushT-v0", "--episodes", "1"]) == 2
     assert "PushT-v0" in capsys.readouterr().err
+    # Tools that feed a policy one observation vector refuse it in one line instead of crashing.
+    for argv in (["export", "--run", str(run), "--out", str(tmp_path / "p.onnx")],
+                 ["calibrate", "--run", str(run), "--data", str(data), "--episodes", "2"],
+                 ["train", "distill", "--teacher", str(run), "--out", str(tmp_path / "student")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "obs_encoder='image'" in err and "expected 'state'" in err and "Traceback" not in err
+    assert not (tmp_path / "p.onnx").exists() and not (tmp_path / "student").exists()
