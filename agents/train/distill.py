@@ -21,7 +21,7 @@ from agents.evaluate import resolve_policy_dir
 from agents.train.bc import Batches, BcTrainConfig, fit
 from agents.utils import seed_everything, versions
 from policies import load_policy
-from policies.diffusion.distill import student_from_teacher, teacher_samples
+from policies.diffusion.distill import student_from_teacher, teacher_samples, warm_pairs
 from policies.diffusion.policy import DiffusionPolicy
 
 
@@ -44,12 +44,24 @@ class DistillConfig:
     """Episode store whose observation windows condition the pairs (default: the teacher's data)."""
     pairs: int = 50_000
     """Training pairs drawn from the teacher (2,048 more are held out for validation)."""
+    warm_start: float = 0.0
+    """0: the student maps pure noise to the teacher's sample. f > 0: the student also learns the
+    teacher's warm-started chunk (the last chunk's tail noised after this fraction of the
+    teacher's steps -> the teacher's remaining steps) and samples that way: one call per chunk
+    that keeps the last chunk's mode (``policies.diffusion.distill.warm_pairs``)."""
+    warm_fraction: float = 0.5
+    """With ``warm_start``: the share of pairs that are warm pairs (the rest teach the first chunk
+    of an episode, from pure noise)."""
     train: BcTrainConfig = field(default_factory=distill_train_defaults)
     """Optimisation settings (the BC loop's)."""
 
     def __post_init__(self) -> None:
         if self.pairs < 1:
             raise ValueError(f"pairs={self.pairs}; expected >= 1")
+        if not 0.0 <= self.warm_start < 1.0:
+            raise ValueError(f"warm_start={self.warm_start}; expected 0 <= fraction < 1 (0 = off)")
+        if not 0.0 < self.warm_fraction < 1.0:
+            raise ValueError(f"warm_fraction={self.warm_fraction}; expected 0 < fraction < 1")
 
 
 class _PairBatches(Batches):
@@ -109,15 +121,23 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
     obs = torch.as_tensor(data["obs"][obs_idx])
     noise = torch.randn((len(obs), c.horizon, c.action_dim),
                         generator=torch.Generator().manual_seed(cfg.seed))
-    target = teacher_samples(teacher, obs, noise)
-    rows = {"obs": obs, "action": torch.as_tensor(data["action"][act_idx]), "noise": noise,
-            "teacher_sample": target}
+    actions = torch.as_tensor(data["action"][act_idx])
+    rows = {"obs": obs, "action": actions, "noise": noise.clone(),
+            "timestep": torch.full((len(obs),), c.num_train_timesteps - 1, dtype=torch.long),
+            "teacher_sample": torch.empty_like(noise)}
+    warm = (torch.as_tensor(rng.random(len(obs)) < config.warm_fraction) if config.warm_start > 0
+            else torch.zeros(len(obs), dtype=torch.bool))
+    rows["teacher_sample"][~warm] = teacher_samples(teacher, obs[~warm], noise[~warm])
+    if warm.any():
+        rows["noise"][warm], rows["timestep"][warm], rows["teacher_sample"][warm] = warm_pairs(
+            teacher, obs[warm], actions[warm], noise[warm], config.warm_start)
     train_rows = {k: v[:config.pairs] for k, v in rows.items()}
     val_rows = {k: v[config.pairs:] for k, v in rows.items()}
-    student = student_from_teacher(teacher, str(teacher_dir), seed=cfg.seed)
+    student = student_from_teacher(teacher, str(teacher_dir), seed=cfg.seed, warm_start=config.warm_start)
     env_id = meta.get("env_id", store.env_id)
     resolved = {"policy": student.name, "data": str(data_path), "out": str(out), "env_id": env_id,
                 "teacher": str(teacher_dir), "pairs": config.pairs,
+                "warm_start": config.warm_start, "warm_fraction": config.warm_fraction,
                 "policy_config": dataclasses.asdict(student.config), "train": dataclasses.asdict(cfg),
                 "versions": versions()}
     metadata = {"env_id": env_id, "data": str(data_path), "teacher": str(teacher_dir)}

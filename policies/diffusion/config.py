@@ -53,7 +53,9 @@ class DiffusionConfig(PolicyConfig):
     normalized units); 0 turns it off."""
     warm_start: float = 0.0
     """Start each chunk from the tail of the last one (shifted by Ta), noised to the level reached
-    after this fraction of the steps, and run only the remaining steps; 0 turns it off."""
+    after this fraction of the steps, and run only the remaining steps; 0 turns it off. For
+    ``sampler=onestep`` (objective ddpm): one call from that level, which the student must have
+    learnt (``kinodiff train distill --warm-start``, ``policies.diffusion.distill.warm_pairs``)."""
     teacher: str = ""
     """For ``sampler=onestep``: folder of the saved teacher policy whose deterministic sampler the
     student learns to reproduce (Luhman & Luhman 2021, knowledge distillation of the sampler)."""
@@ -144,6 +146,13 @@ class DiffusionConfig(PolicyConfig):
                              f"obs_encoder='state'; got {self.obs_encoder!r}")
         if not 0.0 <= self.warm_start < 1.0:
             raise ValueError(f"warm_start={self.warm_start}; expected 0 <= fraction < 1")
+        skipped = round(self.warm_start * self.num_inference_steps)
+        if self.warm_start > 0 and not 1 <= skipped < self.num_inference_steps:
+            raise ValueError(f"warm_start={self.warm_start} skips {skipped} of num_inference_steps="
+                             f"{self.num_inference_steps}; expected 1 <= skipped < K")
+        if self.warm_start > 0 and self.sampler == "onestep" and self.objective != "ddpm":
+            raise ValueError(f"warm_start={self.warm_start} with sampler='onestep' needs objective="
+                             f"'ddpm'; got {self.objective!r}")
         if self.adaptive_tol < 0:
             raise ValueError(f"adaptive_tol={self.adaptive_tol}; expected >= 0 (0 = off)")
         if int(self.small_batch_threads) < 0:

@@ -15,6 +15,7 @@ import dataclasses
 import torch
 
 from policies.diffusion.policy import DiffusionConfig, DiffusionPolicy
+from policies.diffusion.warm import demo_tail
 
 DETERMINISTIC = {"ddpm": "ddim"}
 """A teacher's stochastic sampler -> the deterministic one that shares its network."""
@@ -52,6 +53,50 @@ def teacher_samples(teacher: DiffusionPolicy, obs: torch.Tensor, noise: torch.Te
                      for i in range(0, obs.shape[0], chunk)])
     teacher.train(was_training)
     return out
+
+
+@torch.no_grad()
+def warm_pairs(teacher: DiffusionPolicy, obs: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor,
+               warm_start: float, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pairs that teach a student the teacher's warm-started chunk in one call.
+
+    A warm-started chunk (``DiffusionConfig.warm_start``) begins at the last chunk's tail noised to
+    the level ``x_t`` after a fraction of the teacher's steps; from there the teacher's remaining
+    deterministic steps are a fixed function of ``(observation, x_t)``, regressed like Luhman &
+    Luhman's noise -> sample map. The tail already holds the mode the last chunk chose, so this map
+    is close to unimodal and a one-step student fits it far better than the map from pure noise,
+    whose averages between modes stop the robot in front of an obstacle. The demonstration's own
+    plan stands in for the last chunk (``demo_tail``).
+
+    Args:
+        teacher: A trained multi-step diffusion policy (objective ddpm).
+        obs: [N, To, Do] raw observations.
+        actions: [N, H, Da] raw demonstrated actions from the observation's last step.
+        noise: [N, H, Da] the noise added to the tail.
+        warm_start: Fraction of the teacher's K steps skipped (as ``DiffusionConfig.warm_start``).
+        chunk: Rows per batched call.
+
+    Returns:
+        ``(x_t [N, H, Da], timestep [N], target [N, H, Da])``: the student's input, its timestep
+        and the teacher's chunk from ``x_t`` (normalized).
+    """
+    c = teacher.config
+    if c.objective != "ddpm":
+        raise ValueError(f"teacher objective {c.objective!r} has no warm one-step student; expected 'ddpm'")
+    probe = dataclasses.replace(c, warm_start=warm_start)  # validates the fraction against K
+    start = int(round(probe.warm_start * c.num_inference_steps))
+    sampler = deterministic_sampler(teacher)
+    step = teacher._steps(c.num_inference_steps, sampler)[start]
+    tail = demo_tail(teacher.action_normalizer.normalize(actions), c.n_action_steps)
+    x_t = tail * step.sqrt_ab + noise * step.sqrt_one_minus_ab
+    was_training = teacher.training
+    teacher.eval()
+    cond = teacher.obs_normalizer.normalize(obs)
+    target = torch.cat([teacher._denoise(noise[i:i + chunk], teacher.encode(cond[i:i + chunk]), sampler,
+                                         start, tail[i:i + chunk])
+                        for i in range(0, obs.shape[0], chunk)])
+    teacher.train(was_training)
+    return x_t, torch.full((obs.shape[0],), step.t, dtype=torch.long), target
 
 
 def student_from_teacher(teacher: DiffusionPolicy, teacher_dir: str, **overrides) -> DiffusionPolicy:

@@ -28,6 +28,7 @@ from policies.diffusion.schedule import (
     sampling_steps,
 )
 from policies.diffusion.transformer import TransformerDenoiser
+from policies.diffusion.warm import warm_tail
 from policies.encoders import ImageEncoder, LowDimEncoder
 
 __all__ = ["DENOISERS", "SMALL_BATCH", "DiffusionConfig", "DiffusionPolicy"]
@@ -132,16 +133,11 @@ class DiffusionPolicy(Policy):
         if self._constraint is not None:
             state = obs["agent_pos"] if isinstance(obs, Mapping) else obs
             self._constraint.begin(self.obs_normalizer.unnormalize(state[:, -1]))
-        if sampler == "onestep":
-            t = torch.full((shape[0],), c.num_train_timesteps - 1, dtype=torch.long)
-            out = self.denoiser(x, t, cond)
-            out = out.clamp(-1.0, 1.0) if c.clip_sample else out
-            return out if self._constraint is None else self._constraint.finish(out)
         start = int(round(c.warm_start * c.num_inference_steps)) if warm else 0
-        # Warm start: the last chunk advanced by Ta steps, its end padded with its last action.
-        tail = torch.cat([self._last[:, c.n_action_steps:],
-                          self._last[:, -1:].expand(-1, c.n_action_steps, -1)], dim=1) if warm else None
-        if c.objective == "flow":
+        tail = warm_tail(self._last, c.n_action_steps) if warm else None
+        if sampler == "onestep":
+            out = self._one_step(x, cond, start, tail)
+        elif c.objective == "flow":
             out = self._integrate_flow(x, cond, sampler, start, tail)
         else:
             out = self._denoise(x, cond, sampler, start, tail)
@@ -150,6 +146,20 @@ class DiffusionPolicy(Policy):
         if noise is None:
             self._last = out
         return out
+
+    def _one_step(self, x: torch.Tensor, cond: torch.Tensor, start: int,
+                  tail: torch.Tensor | None) -> torch.Tensor:
+        """A distilled student's chunk: one call from noise, or from the tail noised to the warm level.
+
+        The warm level is the teacher's (step ``start`` of its K-step schedule), where the student
+        learnt the teacher's remaining steps (``policies.diffusion.distill.warm_pairs``).
+        """
+        step = self._steps(self.config.num_inference_steps, "ddim")[start] if tail is not None else None
+        if step is not None:  # q(x_t | tail) with the schedule's scalars: two fused ops
+            x = torch.add(tail * step.sqrt_ab, x, alpha=step.sqrt_one_minus_ab)
+        t = self.config.num_train_timesteps - 1 if step is None else step.t
+        out = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long), cond)
+        return out.clamp(-1.0, 1.0) if self.config.clip_sample else out
 
     def reset(self, seed: int | None = None) -> None:
         """Forget queues, ensembles and the last chunk (warm start); optionally reseed."""
@@ -364,7 +374,8 @@ class DiffusionPolicy(Policy):
                 with torch.no_grad():
                     target = teacher.predict_normalized_chunk(obs, noise=noise,
                                                               sampler=deterministic_sampler(teacher))
-            t = torch.full((B,), c.num_train_timesteps - 1, dtype=torch.long)
+            # Warm pairs carry their own (intermediate) timestep and noised tail as the input.
+            t = batch.get("timestep", torch.full((B,), c.num_train_timesteps - 1, dtype=torch.long))
             pred = self.denoiser(noise, t, cond)
         elif c.objective == "flow":
             s = torch.rand(B)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -7,7 +8,8 @@ from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
 from agents.train.checkpoint import latest_checkpoint
 from agents.train.distill import DistillConfig, distill
 from policies import load_policy
-from policies.diffusion.distill import student_from_teacher, teacher_samples
+from policies.diffusion.distill import student_from_teacher, teacher_samples, warm_pairs
+from policies.diffusion.warm import demo_tail, warm_tail
 
 SMALL = {"hidden_dims": (32, 32), "num_train_timesteps": 20, "num_inference_steps": 4}
 
@@ -71,3 +73,46 @@ def test_cli_distill_keeps_distillation_defaults_for_unset_options(teacher_run, 
     # --steps given; lr and warmup unset, so distillation's (3e-4, 0), not behaviour cloning's.
     assert config["train"]["steps"] == 3 and config["train"]["lr"] == 3e-4
     assert config["train"]["warmup_steps"] == 0 and config["policy_config"]["sampler"] == "onestep"
+
+
+def test_warm_pairs_targets_are_the_teachers_warm_started_chunks(teacher_run):
+    teacher, _ = load_policy(latest_checkpoint(teacher_run / "checkpoints"))
+    c = teacher.config
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(3, 2, 4, generator=g)
+    actions = torch.rand(3, c.horizon, 2, generator=g) * 2 - 1
+    noise = torch.randn(3, c.horizon, 2, generator=torch.Generator().manual_seed(5))
+    x_t, t, target = warm_pairs(teacher, obs, actions, noise, 0.5, chunk=2)
+    # The same chunk through the policy's own warm start: a last chunk whose tail is the demo's.
+    normalized = teacher.action_normalizer.normalize(actions)
+    teacher.config = dataclasses.replace(c, warm_start=0.5)
+    teacher._last = torch.cat([torch.zeros(3, c.n_action_steps, 2), normalized[:, :-c.n_action_steps]], 1)
+    assert torch.equal(warm_tail(teacher._last, c.n_action_steps), demo_tail(normalized, c.n_action_steps))
+    teacher.generator.manual_seed(5)
+    want = teacher.predict_normalized_chunk(teacher.obs_normalizer.normalize(obs))
+    assert torch.allclose(target, want, atol=1e-5)
+    step = teacher._steps(c.num_inference_steps, "ddim")[2]
+    assert t.tolist() == [step.t] * 3
+    assert torch.allclose(x_t, demo_tail(normalized, c.n_action_steps) * step.sqrt_ab
+                          + noise * step.sqrt_one_minus_ab, atol=1e-6)
+
+
+def test_distill_with_warm_start_trains_a_warm_one_step_student(teacher_run, tmp_path):
+    train = BcTrainConfig(steps=4, batch_size=16, val_every=4, checkpoint_every=4, log_every=2,
+                          warmup_steps=0)
+    out = distill(DistillConfig(teacher=str(teacher_run), out=str(tmp_path / "student"), pairs=64,
+                                warm_start=0.5, train=train), progress=False)
+    student, _ = load_policy(latest_checkpoint(out / "checkpoints"))
+    assert student.config.sampler == "onestep" and student.config.warm_start == 0.5
+    assert json.loads((out / "config.json").read_text())["warm_start"] == 0.5
+    student.reset(seed=0)
+    for _ in range(2):  # a cold chunk, then a warm one
+        chunk = student.predict_action_chunk(torch.zeros(3, 2, 4))
+        assert chunk.shape == (3, student.config.n_action_steps, 2) and torch.isfinite(chunk).all()
+
+
+@pytest.mark.parametrize("kw,match", [({"warm_start": 1.0}, "warm_start=1.0"),
+                                      ({"warm_fraction": 0.0}, "warm_fraction=0.0")])
+def test_distill_config_refuses_bad_warm_options(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DistillConfig(teacher="t", out="o", **kw)

@@ -17,7 +17,8 @@ SAMPLER_SETS = [{"objective": "ddpm", "sampler": "ddim"}, {"objective": "ddpm", 
                 {"objective": "flow", "sampler": "euler"}, {"objective": "flow", "sampler": "heun"},
                 {"objective": "flow", "sampler": "heun", "adaptive_tol": 0.05},
                 {"objective": "flow", "sampler": "heun", "flow_prediction": "sample"},
-                {"objective": "ddpm", "sampler": "onestep", "teacher": "TEACHER"}]
+                {"objective": "ddpm", "sampler": "onestep", "teacher": "TEACHER"},
+                {"objective": "ddpm", "sampler": "onestep", "teacher": "TEACHER", "warm_start": 0.5}]
 # Every sampler x denoiser combination, plus the MLP baseline.
 VARIANTS = [("mlp", {})] + [("diffusion", {"denoiser": d, **s}) for d in DENOISERS for s in SAMPLER_SETS]
 IDS = [f"{n}-{'-'.join(str(v) for k, v in kw.items() if k != 'teacher') or 'default'}"
