@@ -128,6 +128,8 @@ class PushTFeedbackExpert:
         """Current contact (face index, metres along the face), or ``None`` before the first."""
         self.switches = 0
         """Contact changes this episode."""
+        self.last_engaged = False
+        """Whether the last action pushed (else it was a transit step)."""
 
     @property
     def mode(self) -> str | None:
@@ -203,6 +205,7 @@ class PushTFeedbackExpert:
             engaged = self._touching(local, *self.contact)
         face, s = self.contact
         r, n = self._point(face, s)
+        self.last_engaged = engaged
         if engaged:
             twist, vel = self._twists(r, n)
             k = int(np.argmax(twist @ want))
