@@ -7,7 +7,8 @@ with a force ``f`` inside the friction cone moves the block, in the ellipsoidal 
 of quasi-static pushing, along the twist ``(f, (r x f) / c^2)``; every candidate contact (points
 every few millimetres on the outline, clear of the T's other arm) is scored by the best cosine
 between such a twist and the wanted one. The expert keeps its contact while no other one scores
-``switch_margin`` better (hysteresis), so the choice rarely flips.
+``switch_margin`` better (hysteresis), so the choice rarely flips; a pusher that already touches
+a good enough contact pushes from there, so the contact is mostly read off the observation.
 
 Pushing: the contact slides with the pusher along its face (the contact is where the pusher is),
 the force direction is the best one at that point, and the target is the pusher's place touching
@@ -44,15 +45,15 @@ class PushTFeedbackConfig:
     """Push directions tried across the cone."""
     rotation_weight: float = 1.0
     """Weight of the angle error against the position error in the wanted twist."""
-    switch_margin: float = 0.15
+    switch_margin: float = 0.7
     """A contact replaces the current one only when its score is this much higher."""
-    min_score: float = 0.3
+    min_score: float = 0.2
     """A current contact scoring below this is dropped for the best one."""
     push_gain: float = 0.4
     """Push lead per metre of pose error (the target runs this far ahead of the contact)."""
     min_lead: float = 0.004
     """Smallest push lead, metres (the servo needs ~2.5 mm to overcome the block's friction)."""
-    max_lead: float = 0.015
+    max_lead: float = 0.02
     """Largest push lead, metres."""
     transit_step: float = 0.03
     """Target step during transit, metres per control step."""
@@ -189,6 +190,14 @@ class PushTFeedbackExpert:
         scores = (twist @ want).max(axis=-1)
         best = int(np.argmax(scores))
         engaged = False
+        if self.contact is None or not self._touching(local, *self.contact):
+            # A pusher already touching a good enough contact pushes from there: the contact is
+            # then read off the observation, not remembered.
+            touched = self._touched(local)
+            if touched is not None:
+                score = float((self._twists(*self._point(*touched))[0] @ want).max())
+                if score >= max(scores[best] - cfg.switch_margin, cfg.min_score):
+                    self.contact = touched
         if self.contact is not None:
             face, s = self.contact
             if self._touching(local, face, s):
@@ -234,6 +243,17 @@ class PushTFeedbackExpert:
         along = float((local - start) @ (end - start)) / float(np.linalg.norm(end - start))
         on_face = lo - 0.004 <= along <= hi + 0.004 and abs(along - s) < 0.012
         return -0.004 < normal_gap < self.config.engage and on_face
+
+    def _touched(self, local: np.ndarray) -> tuple[int, float] | None:
+        """The contact (face, position) the pusher (block frame) touches, if any."""
+        found, gap_best = None, math.inf
+        for face, (lo, hi) in self._face_range.items():
+            start, end, normal = (f[face] for f in self._faces)
+            along = float((local - start) @ (end - start)) / float(np.linalg.norm(end - start))
+            gap = float((local - start) @ normal) - self._rp
+            if lo <= along <= hi and -0.004 < gap < self.config.engage and abs(gap) < gap_best:
+                found, gap_best = (face, along), abs(gap)
+        return found
 
     def _slide(self, local: np.ndarray, face: int) -> float:
         """Position along ``face`` of the pusher, clamped to the face's valid stretch."""
