@@ -49,9 +49,11 @@ class DistillConfig:
     teacher's warm-started chunk (the last chunk's tail noised after this fraction of the
     teacher's steps -> the teacher's remaining steps) and samples that way: one call per chunk
     that keeps the last chunk's mode (``policies.diffusion.distill.warm_pairs``)."""
-    warm_fraction: float = 0.5
+    warm_fraction: float = 0.8
     """With ``warm_start``: the share of pairs that are warm pairs (the rest teach the first chunk
-    of an episode, from pure noise)."""
+    of an episode, from pure noise). Only an episode's first chunk is cold, so most pairs are
+    warm: on PointObstacle-v0 (DDIM-10 teacher, 100k pairs, 8,000 steps) 0.8 reached 0.97 / 0.95 /
+    0.99 success on three 100-episode seed sets, 0.5 reached 0.94 / 0.96 / 0.98."""
     train: BcTrainConfig = field(default_factory=distill_train_defaults)
     """Optimisation settings (the BC loop's)."""
 
