@@ -270,3 +270,63 @@ def distance_to_shape(shape: TShape, pose: np.ndarray, points: np.ndarray) -> np
 def wrap_angle(angle: float) -> float:
     """Wrap an angle to ``[-pi, pi)``."""
     return (angle + math.pi) % (2.0 * math.pi) - math.pi
+
+
+def outline_faces(centers: np.ndarray, halves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges of a union of axis-aligned rectangles that lie on its outline.
+
+    Returns:
+        (F, 2) start points, (F, 2) end points and (F, 2) outward normals, block frame.
+    """
+    starts, ends, normals = [], [], []
+    for i, (c, h) in enumerate(zip(centers, halves, strict=True)):
+        others = [(centers[j], halves[j]) for j in range(len(centers)) if j != i]
+        for axis in (0, 1):
+            for sign in (-1.0, 1.0):
+                n = np.zeros(2)
+                n[axis] = sign
+                fixed = c[axis] + sign * h[axis]
+                along = 1 - axis
+                cuts = {c[along] - h[along], c[along] + h[along]}
+                for oc, oh in others:
+                    cuts.update((oc[along] - oh[along], oc[along] + oh[along]))
+                lo, hi = c[along] - h[along], c[along] + h[along]
+                cuts = sorted(v for v in cuts if lo <= v <= hi)
+                for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+                    mid = np.zeros(2)
+                    mid[axis], mid[along] = fixed, 0.5 * (a + b)
+                    # Pieces shared with another rectangle are inside the T, not on its outline.
+                    if any(np.all(np.abs(mid - oc) <= oh + 1e-9) for oc, oh in others):
+                        continue
+                    p, q = mid.copy(), mid.copy()
+                    p[along], q[along] = a, b
+                    starts.append(p)
+                    ends.append(q)
+                    normals.append(n)
+    return np.array(starts), np.array(ends), np.array(normals)
+
+
+def rotation(angle: float) -> np.ndarray:
+    """The 2 x 2 rotation by ``angle`` radians (block frame -> world)."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
+def away_from_shape(shape: TShape, point: np.ndarray, block_xy: np.ndarray,
+                    rot: np.ndarray) -> np.ndarray:
+    """Unit world direction from the T's nearest point to ``point`` (from its centroid if inside).
+
+    Args:
+        shape: The T's footprint.
+        point: (2,) world point.
+        block_xy: (2,) the block's centroid.
+        rot: The block's rotation (``rotation(angle)``).
+    """
+    local = rot.T @ (point - block_xy)
+    nearest = np.clip(local[None], shape.centers - shape.halves, shape.centers + shape.halves)
+    k = int(np.argmin(np.linalg.norm(local - nearest, axis=1)))
+    d = local - nearest[k]
+    norm = float(np.linalg.norm(d))
+    if norm < 1e-9:
+        d, norm = local, max(float(np.linalg.norm(local)), 1e-9)
+    return rot @ (d / norm)

@@ -26,7 +26,14 @@ import mujoco
 import numpy as np
 from mujoco import rollout
 
-from envs.push_t_geometry import CoverageFn, distance_to_shape, pose_error
+from envs.push_t_geometry import (
+    CoverageFn,
+    away_from_shape,
+    distance_to_shape,
+    outline_faces,
+    pose_error,
+    rotation,
+)
 from envs.push_t_v0 import PushTEnv
 
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -89,45 +96,6 @@ class PushTMPCConfig:
             )
 
 
-def _outline_faces(centers: np.ndarray, halves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Edges of a union of axis-aligned rectangles that lie on its outline.
-
-    Returns:
-        (F, 2) start points, (F, 2) end points and (F, 2) outward normals, block frame.
-    """
-    starts, ends, normals = [], [], []
-    for i, (c, h) in enumerate(zip(centers, halves, strict=True)):
-        others = [(centers[j], halves[j]) for j in range(len(centers)) if j != i]
-        for axis in (0, 1):
-            for sign in (-1.0, 1.0):
-                n = np.zeros(2)
-                n[axis] = sign
-                fixed = c[axis] + sign * h[axis]
-                along = 1 - axis
-                cuts = {c[along] - h[along], c[along] + h[along]}
-                for oc, oh in others:
-                    cuts.update((oc[along] - oh[along], oc[along] + oh[along]))
-                lo, hi = c[along] - h[along], c[along] + h[along]
-                cuts = sorted(v for v in cuts if lo <= v <= hi)
-                for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-                    mid = np.zeros(2)
-                    mid[axis], mid[along] = fixed, 0.5 * (a + b)
-                    # Pieces shared with another rectangle are inside the T, not on its outline.
-                    if any(np.all(np.abs(mid - oc) <= oh + 1e-9) for oc, oh in others):
-                        continue
-                    p, q = mid.copy(), mid.copy()
-                    p[along], q[along] = a, b
-                    starts.append(p)
-                    ends.append(q)
-                    normals.append(n)
-    return np.array(starts), np.array(ends), np.array(normals)
-
-
-def _rot(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s], [s, c]])
-
-
 class PushTMPCExpert:
     """Sampling MPC over push primitives with the env's own MuJoCo model.
 
@@ -150,7 +118,7 @@ class PushTMPCExpert:
         # Offsets of qpos in a full-physics state vector: time comes first.
         self._qpos_at = mujoco.mj_stateSize(self.model, mujoco.mjtState.mjSTATE_TIME)
         self._coverage = CoverageFn(self.layout.shape, self.layout.goal)
-        self._faces = _outline_faces(self.layout.shape.centers, self.layout.shape.halves)
+        self._faces = outline_faces(self.layout.shape.centers, self.layout.shape.halves)
         lengths = np.linalg.norm(self._faces[1] - self._faces[0], axis=1)
         self._face_p = lengths / lengths.sum()
         self._lo, self._hi = self.layout.pusher_range[:, 0], self.layout.pusher_range[:, 1]
@@ -291,12 +259,12 @@ class PushTMPCExpert:
         cfg, lay = self.config, self.layout
         face, u, delta, length, speed = int(p[0]), p[1], p[2], p[3], p[4]
         s, e, nrm = self._faces[0][face], self._faces[1][face], self._faces[2][face]
-        rot = _rot(block[2])
+        rot = rotation(block[2])
         contact = block[:2] + rot @ (s + u * (e - s))
         normal = rot @ nrm
         pre = contact + normal * (lay.pusher_radius + 0.004)
         path = self._transit(pusher, pre, normal, block)
-        direction = _rot(delta) @ -normal
+        direction = rotation(delta) @ -normal
         step = speed * self.dt
         n_push = max(1, math.ceil(length / step))
         push = pre + direction * np.minimum(step * np.arange(1, n_push + 1), length)[:, None]
@@ -327,16 +295,7 @@ class PushTMPCExpert:
 
     def _away(self, point: np.ndarray, block: np.ndarray) -> np.ndarray:
         """Unit direction from the T's nearest point to ``point``."""
-        shape = self.layout.shape
-        rot = _rot(block[2])
-        local = rot.T @ (point - block[:2])
-        nearest = np.clip(local[None], shape.centers - shape.halves, shape.centers + shape.halves)
-        k = int(np.argmin(np.linalg.norm(local - nearest, axis=1)))
-        d = local - nearest[k]
-        norm = np.linalg.norm(d)
-        if norm < 1e-9:
-            d, norm = local, max(np.linalg.norm(local), 1e-9)
-        return rot @ (d / norm)
+        return away_from_shape(self.layout.shape, point, block[:2], rotation(block[2]))
 
     @staticmethod
     def _exit_distance(rel: np.ndarray, direction: np.ndarray, radius: float) -> float:

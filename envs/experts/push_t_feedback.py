@@ -25,8 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.experts.push_t import _outline_faces
-from envs.push_t_geometry import distance_to_shape, wrap_angle
+from envs.push_t_geometry import (
+    away_from_shape,
+    distance_to_shape,
+    outline_faces,
+    rotation,
+    wrap_angle,
+)
 from envs.push_t_v0 import PushTEnv
 
 
@@ -74,11 +79,6 @@ class PushTFeedbackConfig:
             raise ValueError(f"max_lead {self.max_lead} must be >= min_lead {self.min_lead}")
 
 
-def _rot(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s], [s, c]])
-
-
 class PushTFeedbackExpert:
     """Closed-loop point-push controller with hysteresis on the contact choice.
 
@@ -95,7 +95,7 @@ class PushTFeedbackExpert:
         self._lo, self._hi = lay.pusher_range[:, 0], lay.pusher_range[:, 1]
         self._rp = lay.pusher_radius
         self._safe_radius = lay.shape.radius + lay.pusher_radius + cfg.clearance
-        starts, ends, normals = _outline_faces(lay.shape.centers, lay.shape.halves)
+        starts, ends, normals = outline_faces(lay.shape.centers, lay.shape.halves)
         self._faces = (starts, ends, normals)
         # Support points: MuJoCo presses a box onto a plane at its four corners, weighted by area.
         corners, weights = [], []
@@ -175,7 +175,7 @@ class PushTFeedbackExpert:
         cfg, goal = self.config, self.layout.goal
         obs = np.asarray(obs, dtype=np.float64)
         pusher, block = obs[:2], obs[2:5]
-        rot = _rot(block[2])
+        rot = rotation(block[2])
         # The wanted twist, in the block frame and in point-displacement units.
         e_xy = rot.T @ (goal[:2] - block[:2])
         e_th = wrap_angle(goal[2] - block[2])
@@ -296,13 +296,5 @@ class PushTFeedbackExpert:
         return point if dist <= self.config.transit_step else pusher + d * (self.config.transit_step / dist)
 
     def _away(self, point, block, rot) -> np.ndarray:
-        shape = self.layout.shape
-        local = rot.T @ (point - block[:2])
-        nearest = np.clip(local[None], shape.centers - shape.halves, shape.centers + shape.halves)
-        k = int(np.argmin(np.linalg.norm(local - nearest, axis=1)))
-        d = local - nearest[k]
-        norm = float(np.linalg.norm(d))
-        if norm < 1e-9:
-            d, norm = local, max(float(np.linalg.norm(local)), 1e-9)
-        return rot @ (d / norm)
+        return away_from_shape(self.layout.shape, point, block[:2], rot)
 
