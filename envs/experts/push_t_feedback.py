@@ -125,6 +125,11 @@ class PushTFeedbackExpert:
             for k in set(cand_face)
         }
         self._alphas = np.linspace(-cfg.cone, cfg.cone, cfg.directions)
+        # Every candidate's points, normals and unit twists are fixed by the T: computed once.
+        points = [self._point(int(f), float(t)) for f, t in zip(self._cand_face, self._cand_s, strict=True)]
+        self._cand_r = np.array([p for p, _ in points])
+        self._cand_n = np.array([q for _, q in points])
+        self._cand_twist = self._twists(self._cand_r, self._cand_n)[0]
         self.contact: tuple[int, float] | None = None
         """Current contact (face index, metres along the face), or ``None`` before the first."""
         self.switches = 0
@@ -185,9 +190,7 @@ class PushTFeedbackExpert:
         local = rot.T @ (pusher - block[:2])
 
         # Candidate scores; the current contact follows the pusher while it is at its face.
-        r, n = self._point_arrays()
-        twist, _ = self._twists(r, n)
-        scores = (twist @ want).max(axis=-1)
+        scores = (self._cand_twist @ want).max(axis=-1)
         best = int(np.argmax(scores))
         engaged = False
         if self.contact is None or not self._touching(local, *self.contact):
@@ -225,13 +228,6 @@ class PushTFeedbackExpert:
         else:
             target = self._transit(pusher, block, rot, r, n)
         return np.clip(target, self._lo, self._hi).astype(np.float32)
-
-    def _point_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not hasattr(self, "_cand_r"):
-            pts = [self._point(int(f), float(s)) for f, s in zip(self._cand_face, self._cand_s, strict=True)]
-            self._cand_r = np.array([p for p, _ in pts])
-            self._cand_n = np.array([q for _, q in pts])
-        return self._cand_r, self._cand_n
 
     def _touching(self, local: np.ndarray, face: int, s: float) -> bool:
         """Whether the pusher (block frame) is at the contact: near touching it, on its face."""

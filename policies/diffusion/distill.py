@@ -15,6 +15,7 @@ import dataclasses
 import torch
 
 from policies.diffusion.policy import DiffusionConfig, DiffusionPolicy
+from policies.diffusion.schedule import add_noise
 from policies.diffusion.warm import demo_tail
 
 DETERMINISTIC = {"ddpm": "ddim"}
@@ -88,7 +89,9 @@ def warm_pairs(teacher: DiffusionPolicy, obs: torch.Tensor, actions: torch.Tenso
     sampler = deterministic_sampler(teacher)
     step = teacher._steps(c.num_inference_steps, sampler)[start]
     tail = demo_tail(teacher.action_normalizer.normalize(actions), c.n_action_steps)
-    x_t = tail * step.sqrt_ab + noise * step.sqrt_one_minus_ab
+    timestep = torch.full((obs.shape[0],), step.t, dtype=torch.long)
+    # The forward process the teacher's own warm start applies to the tail (``_denoise``).
+    x_t = add_noise(tail, noise, timestep, teacher.alphas_cumprod)
     was_training = teacher.training
     teacher.eval()
     cond = teacher.obs_normalizer.normalize(obs)
@@ -96,7 +99,7 @@ def warm_pairs(teacher: DiffusionPolicy, obs: torch.Tensor, actions: torch.Tenso
                                          start, tail[i:i + chunk])
                         for i in range(0, obs.shape[0], chunk)])
     teacher.train(was_training)
-    return x_t, torch.full((obs.shape[0],), step.t, dtype=torch.long), target
+    return x_t, timestep, target
 
 
 def student_from_teacher(teacher: DiffusionPolicy, teacher_dir: str, **overrides) -> DiffusionPolicy:

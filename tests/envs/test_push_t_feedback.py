@@ -78,7 +78,7 @@ def test_feedback_action_is_nearly_a_function_of_the_observation():
 def test_contacts_keep_the_pusher_clear_of_the_other_arm():
     env = envs.make_env("kinodiff/PushT-v0")
     expert = PushTFeedbackExpert(env.unwrapped)
-    r, n = expert._point_arrays()
+    r, n = expert._cand_r, expert._cand_n
     touch = r + n * env.unwrapped.layout.pusher_radius
     clear = expert._clear_local(touch)
     assert np.all(clear > env.unwrapped.layout.pusher_radius - 1e-9)
