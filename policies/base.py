@@ -107,8 +107,12 @@ class Policy(nn.Module):
             raise ValueError(f"{tool} takes policies that read one observation vector per step; this "
                              f"{self.name} policy has obs_encoder={encoder!r}; expected 'state'")
 
-    def fit_normalizers(self, obs: np.ndarray, actions: np.ndarray) -> None:
-        """Set normalization statistics from the training data ([N, Do], [N, Da])."""
+    def fit_normalizers(self, obs: np.ndarray, actions: np.ndarray,
+                        episode_ends: np.ndarray | None = None) -> None:
+        """Set normalization statistics from the training data ([N, Do], [N, Da]).
+
+        ``episode_ends`` ([E], exclusive) is for policies whose statistics span a window; unused here.
+        """
         self.obs_normalizer.fit(obs)
         self.action_normalizer.fit(actions)
 
@@ -161,7 +165,15 @@ class Policy(nn.Module):
             [B, Ta, Da] raw actions.
         """
         chunk = self.predict_normalized_chunk(self.prepare_obs(obs))
-        return self.action_normalizer.unnormalize(chunk[:, : self.config.n_action_steps])
+        return self.absolute_actions(
+            self.action_normalizer.unnormalize(chunk[:, : self.config.n_action_steps]), obs)
+
+    def absolute_actions(self, actions: torch.Tensor, obs: Any) -> torch.Tensor:
+        """Unnormalized chunk actions [B, T, Da] for raw ``obs`` -> the actions the env takes.
+
+        The identity here; a policy that predicts offsets from an observed origin adds it back.
+        """
+        return actions
 
     @torch.no_grad()
     def select_action(self, obs: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from policies.base import Policy
+from policies.diffusion.relative import require_absolute_actions
 from policies.io import atomic_write_text, load_tensors_verified, save_tensors_atomic
 from policies.layers import mlp
 
@@ -93,6 +94,7 @@ class QGuidedPolicy(Policy):
             raise ValueError(f"num_samples={num_samples}; expected >= 1")
         if temperature < 0:
             raise ValueError(f"temperature={temperature}; expected >= 0 (0 = argmax)")
+        require_absolute_actions(base, "the Q-critic filter")
         c = base.config
         expected = (c.n_obs_steps * c.obs_dim, c.n_action_steps * c.action_dim)
         got = (critic.config.cond_dim, critic.config.chunk_dim)

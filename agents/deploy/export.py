@@ -139,7 +139,8 @@ class PolicyGraph(nn.Module):
         """Map obs [B, To, Do] raw and noise [B, H, Da] to actions [B, H, Da] raw, inside [low, high]."""
         p = self.policy
         chunk = self.exporter.chunk(p, p.obs_normalizer.normalize(obs), noise)
-        return torch.minimum(torch.maximum(p.action_normalizer.unnormalize(chunk), self.low), self.high)
+        actions = p.absolute_actions(p.action_normalizer.unnormalize(chunk), obs)
+        return torch.minimum(torch.maximum(actions, self.low), self.high)
 
 
 def _task_facts(env_id: str) -> dict[str, Any]:

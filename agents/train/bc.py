@@ -188,7 +188,7 @@ def train_bc(run: BcRunConfig, resume: bool = False, progress: bool = True) -> P
     seed_everything(cfg.seed)
     model = build_policy(run, store)
     data = store.load([*keys, "action"])
-    model.fit_normalizers(policy_obs(data), data["action"])
+    model.fit_normalizers(policy_obs(data), data["action"], store.episode_ends)
     c = model.config
     train_eps, val_eps = split_episodes(store.n_episodes, cfg.val_fraction, cfg.seed)
     train_batches = _Batches(data, SequenceSampler(store.episode_ends, train_eps, c.n_obs_steps,

@@ -31,6 +31,7 @@ from agents.train.sb3_common import (
 )
 from agents.utils import seed_everything, versions, write_json_atomic
 from policies import make_policy, save_policy
+from policies.diffusion.relative import require_absolute_actions
 
 
 @dataclass(kw_only=True)
@@ -116,6 +117,7 @@ def build_dppo(config: DppoConfig, progress: bool = False):
     base, meta, base_path = load_base_policy(config.base)
     if base.name != "diffusion":
         raise ValueError(f"base policy {str(base_path)!r} is a {base.name!r} policy; expected diffusion")
+    require_absolute_actions(base, "DPPO fine-tuning")
     c = base.config
     env_id = config.env or meta.get("env_id", "")
     if not env_id:

@@ -21,6 +21,7 @@ from agents.train.sb3_common import ChunkedEnvFactory, load_base_policy, make_ve
 from agents.utils import seed_everything, versions, write_json_atomic
 from policies import Policy
 from policies.critic import ChunkCritic, ChunkCriticConfig, save_critic
+from policies.diffusion.relative import require_absolute_actions
 
 
 @dataclass(kw_only=True)
@@ -135,6 +136,7 @@ def train_qcritic(config: QCriticConfig, progress: bool = True) -> Path:
     seed_everything(config.seed)
     base, meta, base_path = load_base_policy(config.base)
     base.require_vector_observations("the Q-critic")
+    require_absolute_actions(base, "the Q-critic")
     env_id = config.env or meta.get("env_id", "")
     if not env_id:
         raise ValueError(f"base policy {str(base_path)!r} records no env id; pass --env")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from policies.base import PolicyConfig
 from policies.constraints import METHODS as CONSTRAINT_METHODS
 from policies.diffusion.angles import check_angle_features, check_body_keypoints
+from policies.diffusion.relative import check_relative_origin
 
 ETA = {"ddim": 0.0, "ddpm": 1.0}  # DDPM-objective samplers -> eta of the shared update
 SAMPLERS = {"ddpm": ("ddpm", "ddim", "onestep"), "flow": ("euler", "heun", "onestep")}
@@ -83,6 +84,15 @@ class DiffusionConfig(PolicyConfig):
     state is keypoints of the T). Empty: none."""
     body_pose: tuple[int, ...] = (2, 3, 4)
     """Indices of the rigid body's ``(x, y, angle)`` observation features (PushT-v0: 2, 3, 4)."""
+    relative_action_origin: tuple[int, ...] = ()
+    """Observation indices, one per action feature (of ``state_key``'s features for images), the
+    actions are measured from: chunks are denoised as offsets from the latest step's values,
+    normalized with the offsets' own range, and the origin is added back (PushT-v0: 0, 1, the
+    pusher; ``policies.diffusion.relative``). Empty: absolute actions."""
+    relative_action_quantile: float = 0.0
+    """With ``relative_action_origin``: fit the offsets' range to their [q, 1 - q] quantiles, not
+    their min and max (0), so a few large offsets (PushT: an episode's first step, the pusher far
+    from its target) do not coarsen the rest; ``clip_sample`` then clips those few."""
     obs_encoder: str = "state"
     """Observation encoder, trained with the denoiser: ``state`` (the [B, To, Do] history,
     flattened) or ``image`` (a dict observation: a small CNN over ``image_key`` frames, concatenated
@@ -122,6 +132,9 @@ class DiffusionConfig(PolicyConfig):
         self.angle_features = (int(dims),) if isinstance(dims, int) else tuple(int(d) for d in dims)
         self.body_keypoints = tuple(float(v) for v in self.body_keypoints)
         self.body_pose = tuple(int(d) for d in self.body_pose)
+        origin = self.relative_action_origin
+        self.relative_action_origin = (int(origin),) if isinstance(origin, int) else tuple(
+            int(i) for i in origin)
         if len(self.image_shape) != 3 or self.image_shape[2] != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape={self.image_shape} is invalid; expected (H, W, 3)")
         if len(self.crop_shape) != 2 or not all(
@@ -141,6 +154,10 @@ class DiffusionConfig(PolicyConfig):
                              f"of {list(CONSTRAINT_METHODS)}")
         check_angle_features(self.angle_features, int(self.obs_dim))
         check_body_keypoints(self.body_keypoints, self.body_pose, int(self.obs_dim))
+        check_relative_origin(self.relative_action_origin, int(self.action_dim), int(self.obs_dim))
+        if not 0.0 <= self.relative_action_quantile < 0.5:
+            raise ValueError(f"relative_action_quantile={self.relative_action_quantile}; expected "
+                             "0 <= q < 0.5 (0 = min and max)")
         if (self.angle_features or self.body_keypoints) and self.obs_encoder != "state":
             raise ValueError(f"angle_features={self.angle_features} and body_keypoints need "
                              f"obs_encoder='state'; got {self.obs_encoder!r}")

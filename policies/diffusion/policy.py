@@ -21,6 +21,7 @@ from policies.diffusion.config import (
 )
 from policies.diffusion.denoisers import ChunkCondition, MlpDenoiser, UNet1DDenoiser
 from policies.diffusion.flow import data_estimate, euler_step, heun_step, interpolate
+from policies.diffusion.relative import RelativeActions, require_absolute_actions
 from policies.diffusion.schedule import (
     add_noise,
     cosine_alphas_cumprod,
@@ -34,7 +35,7 @@ from policies.encoders import ImageEncoder, LowDimEncoder
 __all__ = ["DENOISERS", "SMALL_BATCH", "DiffusionConfig", "DiffusionPolicy"]
 
 
-class DiffusionPolicy(Policy):
+class DiffusionPolicy(RelativeActions, Policy):
     """Conditional DDPM over action chunks; the observation history is the condition."""
 
     name = "diffusion"
@@ -66,6 +67,7 @@ class DiffusionPolicy(Policy):
         self._step_cache: dict[tuple[int, str], list] = {}
         self._schedule_cache: dict[tuple[int, str, int], tuple] = {}
         self._last: torch.Tensor | None = None
+        self._last_origin: torch.Tensor | None = None  # relative actions: the last chunk's origin
         self._constraint: ChunkConstraint | None = None
 
     def encode(self, obs: Any) -> torch.Tensor:
@@ -89,6 +91,8 @@ class DiffusionPolicy(Policy):
                 ``config.constraint_method``.
         """
         options.setdefault("method", self.config.constraint_method)
+        if spec is not None:
+            require_absolute_actions(self, "set_constraints")
         config = ChunkConstraintConfig(**options)
         self._constraint = None if spec is None or config.method == "none" else ChunkConstraint(
             spec, self.action_normalizer.center, self.action_normalizer.half_range,
@@ -134,7 +138,8 @@ class DiffusionPolicy(Policy):
             state = obs["agent_pos"] if isinstance(obs, Mapping) else obs
             self._constraint.begin(self.obs_normalizer.unnormalize(state[:, -1]))
         start = int(round(c.warm_start * c.num_inference_steps)) if warm else 0
-        tail = warm_tail(self._last, c.n_action_steps) if warm else None
+        origin = self.normalized_origin(obs)  # relative actions: the tail moves to the new origin
+        tail = self.rebase_tail(warm_tail(self._last, c.n_action_steps), origin) if warm else None
         if sampler == "onestep":
             out = self._one_step(x, cond, start, tail)
         elif c.objective == "flow":
@@ -144,7 +149,7 @@ class DiffusionPolicy(Policy):
         if self._constraint is not None:
             out = self._constraint.finish(out)
         if noise is None:
-            self._last = out
+            self._last, self._last_origin = out, origin
         return out
 
     def _one_step(self, x: torch.Tensor, cond: torch.Tensor, start: int,
@@ -325,7 +330,7 @@ class DiffusionPolicy(Policy):
         """One observation: a [Do] state, or a dict whose image is one [H, W, 3] frame."""
         return obs[self.config.image_key].ndim == 3 if isinstance(obs, Mapping) else obs.ndim == 1
 
-    def fit_normalizers(self, obs, actions) -> None:
+    def fit_normalizers(self, obs, actions, episode_ends=None) -> None:
         """Fit the state and action ranges (a dict observation: its ``state_key`` features only).
 
         A student copies its teacher's statistics: its targets live in the teacher's units.
@@ -337,7 +342,7 @@ class DiffusionPolicy(Policy):
             self.obs_normalizer.load_state_dict(teacher.obs_normalizer.state_dict())
             self.action_normalizer.load_state_dict(teacher.action_normalizer.state_dict())
         else:
-            super().fit_normalizers(obs, actions)
+            super().fit_normalizers(obs, actions, episode_ends)
 
     def _teacher(self) -> DiffusionPolicy:
         # Kept out of the module tree (not a submodule): never trained, never saved with the student.
@@ -345,10 +350,11 @@ class DiffusionPolicy(Policy):
             from policies.io import load_policy
 
             teacher, _ = load_policy(self.config.teacher)
-            if teacher.config.horizon != self.config.horizon or teacher.name != self.name:
+            ours = (self.name, self.config.horizon, self.config.relative_action_origin)
+            if (teacher.name, teacher.config.horizon, teacher.config.relative_action_origin) != ours:
                 raise ValueError(f"teacher {self.config.teacher!r} is a {teacher.name} policy with "
-                                 f"horizon {teacher.config.horizon}; expected a diffusion policy "
-                                 f"with horizon {self.config.horizon}")
+                                 f"horizon {teacher.config.horizon}, relative_action_origin="
+                                 f"{teacher.config.relative_action_origin}; expected {ours}")
             for p in teacher.parameters():
                 p.requires_grad_(False)
             self.__dict__["_teacher_policy"] = teacher

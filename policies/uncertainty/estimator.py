@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from policies.base import Policy
+from policies.diffusion.relative import require_absolute_actions
 from policies.uncertainty.heads import DenoiserEnsemble, RandomNetworkDistillation, noise_chunk
 from policies.uncertainty.scores import (
     ensemble_disagreement,
@@ -82,6 +83,7 @@ class UncertaintyEstimator(nn.Module):
     def __init__(self, policy: Policy, config: UncertaintyConfig | None = None) -> None:
         super().__init__()
         self.config = config or UncertaintyConfig()
+        require_absolute_actions(policy, "the uncertainty estimator")  # its scores compare chunks
         self.__dict__["policy"] = policy
         pc = policy.config
         cond_dim = pc.n_obs_steps * pc.obs_dim
