@@ -24,7 +24,8 @@ class MazeEnv(MujocoTaskEnv):
     """Point robot on slide joints with force actuators; reach the goal cell of a maze.
 
     Observation: ``[x, y, vx, vy, goal_x, goal_y]`` (float32). Action: ``[fx, fy]`` in ``[-1, 1]``
-    (motor gear 2 N, joint damping 2 N s/m, so full force holds 1 m/s).
+    (motor gear 2 N, joint damping 2 N s/m, so full force holds 1 m/s: an action is nearly a
+    velocity command, as the 0.5 kg robot reaches its speed in ~0.25 s).
     Success: robot centre within ``0.1 * cell_size`` of the goal; the episode then terminates.
     Reward terms: ``progress`` (decrease of the straight-line distance to the goal), ``success``
     (10 on success) and ``control`` (``-0.01 |a|^2``). ``info["position"]`` is the robot's ``(x, y)``.
@@ -34,6 +35,9 @@ class MazeEnv(MujocoTaskEnv):
         render_mode: ``None`` or ``"rgb_array"``.
         width: Rendered frame width.
         height: Rendered frame height.
+        damping: Joint damping, N s/m (default: the MJCF's 2). D4RL's Maze2D point mass is weakly
+            damped (its speed decays over ~4 s, so an action is an acceleration and errors in open-
+            loop actions integrate twice); ``damping=0.125`` gives this robot the same 4 s.
     """
 
     def __init__(
@@ -42,11 +46,16 @@ class MazeEnv(MujocoTaskEnv):
         render_mode: str | None = None,
         width: int = 240,
         height: int = 240,
+        damping: float | None = None,
     ) -> None:
         maze = make_layout(layout)  # raises ValueError naming the valid layouts
-        EzPickle.__init__(self, layout, render_mode, width, height)
+        if damping is not None and not (math.isfinite(damping) and damping >= 0):
+            raise ValueError(f"damping={damping}; expected a finite joint damping >= 0 N s/m")
+        EzPickle.__init__(self, layout, render_mode, width, height, damping)
         obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32)
         super().__init__(f"maze_{layout}.xml", 5, obs_space, render_mode, width, height)
+        if damping is not None:
+            self.model.dof_damping[:] = damping
         self.layout: MazeLayout = maze
         self.goal_radius = 0.1 * maze.cell_size
         self.start_jitter = 0.1 * maze.cell_size

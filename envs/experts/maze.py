@@ -24,7 +24,8 @@ class MazeExpert:
 
     Args:
         env: The unwrapped env (its ``layout`` gives the grid).
-        damping: Joint damping over motor gear, for the velocity feed-forward.
+        damping: Joint damping over motor gear, for the velocity feed-forward (default: read off
+            the env's model, 1 for the MJCF's own damping).
         speed: Cruise speed, m/s.
         approach_gain: Speed per metre of distance near the goal, 1/s (the robot slows to stop).
         lookahead: How many waypoints past the current cell may be aimed at directly.
@@ -36,13 +37,15 @@ class MazeExpert:
     def __init__(
         self,
         env: MazeEnv,
-        damping: float = 1.0,
+        damping: float | None = None,
         speed: float = 0.7,
         approach_gain: float = 2.5,
         lookahead: int = 4,
         clearance: float = 0.04,
     ) -> None:
         self.layout: MazeLayout = env.layout
+        if damping is None:  # the force that holds 1 m/s against the joint damping, per unit action
+            damping = float(env.model.dof_damping[0] / env.model.actuator_gear[0, 0])
         self.damping = damping
         self.speed = speed
         self.approach_gain = approach_gain

@@ -127,3 +127,47 @@ def test_bad_layout_names_the_valid_ones():
         MazeLayout(name="x", grid=("###", "#O#", "###"))
     with pytest.raises(ValueError, match="cannot be reached"):
         MazeLayout(name="x", grid=("#####", "#G#O#", "#####"))
+
+
+def test_weak_damping_makes_actions_accelerations_and_the_expert_adapts():
+    """``damping=0.125`` (D4RL Maze2D's ~4 s speed decay): a held force keeps accelerating the
+    robot past the default's 1 m/s, and the expert's feed-forward follows the model."""
+    speeds = {}
+    for damping in (None, 0.125):
+        env = envs.make_env(ENV_ID, layout="large", damping=damping)
+        env.reset(seed=0)
+        u = env.unwrapped
+        free = u.layout.free
+        # A cell with two free cells to its right: 0.5 s of full force stays clear of the walls.
+        cell = next((r, c) for r in range(free.shape[0]) for c in range(free.shape[1] - 2)
+                    if free[r, c:c + 3].all())
+        u.data.qpos[:] = u.layout.cell_center(cell)
+        u.data.qvel[:] = 0.0
+        for _ in range(10):
+            obs, *_ = env.step(np.array([1.0, 0.0], dtype=np.float32))
+        speeds[damping] = float(obs[2])
+        expert = envs.make_expert(ENV_ID, "scripted", env)
+        assert expert.damping == pytest.approx(env.unwrapped.model.dof_damping[0] / 2.0)
+        assert pickle.loads(pickle.dumps(env.unwrapped)).model.dof_damping[0] == pytest.approx(
+            2.0 if damping is None else damping)
+    # Default: 1 - exp(-0.5 s / 0.25 s) of its 1 m/s; weak: ~4 m/s^2 for 0.5 s (terminal 16 m/s).
+    assert speeds[None] == pytest.approx(1.0 - np.exp(-2.0), abs=0.05)
+    assert speeds[0.125] == pytest.approx(2.0, abs=0.15)
+
+
+def test_expert_solves_the_weakly_damped_maze():
+    env = envs.make_env(ENV_ID, layout="u", damping=0.125)
+    expert = envs.make_expert(ENV_ID, "scripted", env)
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done:
+            obs, reward, term, trunc, info = env.step(expert.act(obs))
+            done = term or trunc
+        assert term and info["is_success"], seed
+
+
+@pytest.mark.parametrize("damping", [-1.0, float("nan")])
+def test_bad_damping_is_refused_in_one_line(damping):
+    with pytest.raises(ValueError, match=r"damping=.*expected a finite joint damping >= 0"):
+        envs.make_env(ENV_ID, layout="u", damping=damping)
