@@ -9,8 +9,10 @@ for both (the way SB3 and LeRobot evaluate). The policy is untrained, so every e
 time limit and each configuration does exactly the same work. Times exclude process start-up; the
 configurations' repeats are interleaved and each reports its best, so load from other processes
 on a shared machine falls on all of them alike; the 2-vs-1-worker scaling is the median of the
-per-repeat ratios (each repeat runs both moments apart). Beside it, the same worker loop in 1 and 2
-plain processes (``rollouts_plain``), paired the same way, and Ray's rates over theirs.
+per-repeat ratios (each repeat runs both moments apart). Each Ray measurement runs on a pool of its
+own, started for it (start-up not timed), so no other configuration's idle actors run beside it.
+Beside it, the same worker loop in 1 and 2 plain processes (``rollouts_plain``), paired the same
+way, and Ray's rates over theirs.
 
 Multi-robot: env-steps/s and robot-steps/s of MultiRobotArena-v0 with N = 2..64 robots served by
 one per-robot policy in one batched call per control step (one worker, in this process).
@@ -46,14 +48,20 @@ def _jobs(n: int, offset: int = 0) -> list[tuple[int, int]]:
     return [(i, episode_seed(0, i)) for i in range(offset, offset + n)]
 
 
-def _pool_runner(pool: RolloutPool) -> Callable[[int, int], float]:
-    """``(episodes, offset) -> seconds`` on a Ray pool, after one warm-up call."""
-    list(pool.run(_jobs(pool.num_envs)))
+def _pool_runner(make_pool: Callable[[], RolloutPool]) -> Callable[[int, int], float]:
+    """``(episodes, offset) -> seconds`` on a Ray pool of its own, after one warm-up call.
+
+    Each measurement starts its pool and closes it after, so no other configuration's idle actors
+    run beside it (each idle Ray actor takes ~0.5% of a core: with the 4-env pools held too, 2 vs 1
+    workers measured 1.76x; with only the measured pool alive, 1.80x).
+    """
 
     def measure(episodes: int, offset: int) -> float:
-        t0 = time.perf_counter()
-        results = list(pool.run(_jobs(episodes, offset)))
-        dt = time.perf_counter() - t0
+        with make_pool() as pool:
+            list(pool.run(_jobs(pool.num_envs)))
+            t0 = time.perf_counter()
+            results = list(pool.run(_jobs(episodes, offset)))
+            dt = time.perf_counter() - t0
         if sum(x.length for x in results) != episodes * EPISODE_STEPS:
             raise RuntimeError("an episode ended before the time limit; the configurations would "
                                "not do the same work")
@@ -122,16 +130,15 @@ def run(quick: bool = False):
         actor_factory = PolicyActorFactory(str(policy_dir), "bench", threads=1)
         factory = EnvFactory(ENV)
         probe = factory()
-        # Every runner stays up and the repeats interleave them (A B C ... A B C ...), so load from
-        # other processes on the machine falls on all of them alike; each keeps its best repeat.
-        # An idle Ray worker costs ~0.5% of a core (measured: 0.16 CPU-s in 30 s, its main thread),
-        # so holding all the pools at once takes ~2% of one core from the one being measured.
-        pools, runners = [], {}
+        # The repeats interleave the runners (A B C ... A B C ...), so load from other processes
+        # on the machine falls on all of them alike; each keeps its best repeat. The peers' and
+        # plain processes stay up between measurements (idle, they wait on a pipe); a Ray pool is
+        # started per measurement, as idle Ray actors take CPU from the pool being measured.
+        runners = {}
         for workers, m in RAY_CONFIGS:
-            pool = RolloutPool(factory, actor_factory,
-                               PoolConfig(workers=workers, envs_per_worker=m, cpus_per_worker=0.25))
-            pools.append(pool)
-            runners[("ray", workers, m)] = _pool_runner(pool)
+            config = PoolConfig(workers=workers, envs_per_worker=m, cpus_per_worker=0.25)
+            runners[("ray", workers, m)] = _pool_runner(
+                lambda config=config: RolloutPool(factory, actor_factory, config))
         plain = {n: PlainProcesses(n, factory, actor_factory) for n in (1, 2)}
         for n, processes in plain.items():
             runners[("plain processes", n, 1)] = plain_runner(processes, _jobs)
@@ -144,8 +151,6 @@ def run(quick: bool = False):
         for r in range(repeats):
             for key, measure in runners.items():
                 times[key].append(measure(episodes, 1000 * (r + 1)))
-        for pool in pools:
-            pool.close()
         for processes in plain.values():
             processes.close()
         sub_env.close()
