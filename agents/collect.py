@@ -9,6 +9,7 @@ or already seen is never written again.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -53,10 +54,17 @@ class CollectConfig:
     """Also store episodes the expert failed."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the task (e.g. ``start_spread``), recorded in the store."""
+    action_noise: float = 0.0
+    """DART (Laskey et al. 2017): standard deviation of Gaussian noise added to every action the
+    env executes, while the store keeps the expert's clean action for each visited state. Mix
+    noise levels in one store with several runs (different ``seed``, ``--resume``)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"episodes={self.episodes}; expected >= 1")
+        if not (math.isfinite(self.action_noise) and self.action_noise >= 0):
+            raise ValueError(f"action_noise={self.action_noise}; expected a finite standard "
+                             "deviation >= 0 (action units)")
         self.pool_config()  # validates workers, envs_per_worker and step_timeout
 
     def pool_config(self) -> PoolConfig:
@@ -74,7 +82,7 @@ def collect(config: CollectConfig, progress: bool = True, pool: RolloutPool | No
         pool: Run on this pool (built from the same env and expert) instead of a new one.
     """
     check_env_id(config.env)
-    env_factory = EnvFactory(config.env, config.env_kwargs)
+    env_factory = EnvFactory(config.env, config.env_kwargs, action_noise=config.action_noise)
     probe = env_factory()
     actor_factory = expert_actor_factory(config.env, config.expert)
     actor_factory(probe)  # fail fast on an unknown expert, before any file is touched
