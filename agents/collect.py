@@ -9,7 +9,6 @@ or already seen is never written again.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -62,10 +61,12 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"episodes={self.episodes}; expected >= 1")
-        if not (math.isfinite(self.action_noise) and self.action_noise >= 0):
-            raise ValueError(f"action_noise={self.action_noise}; expected a finite standard "
-                             "deviation >= 0 (action units)")
+        self.env_factory()  # validates action_noise
         self.pool_config()  # validates workers, envs_per_worker and step_timeout
+
+    def env_factory(self) -> EnvFactory:
+        """What every worker builds its envs from."""
+        return EnvFactory(self.env, self.env_kwargs, action_noise=self.action_noise)
 
     def pool_config(self) -> PoolConfig:
         """Where the rollouts run."""
@@ -82,7 +83,7 @@ def collect(config: CollectConfig, progress: bool = True, pool: RolloutPool | No
         pool: Run on this pool (built from the same env and expert) instead of a new one.
     """
     check_env_id(config.env)
-    env_factory = EnvFactory(config.env, config.env_kwargs, action_noise=config.action_noise)
+    env_factory = config.env_factory()
     probe = env_factory()
     actor_factory = expert_actor_factory(config.env, config.expert)
     actor_factory(probe)  # fail fast on an unknown expert, before any file is touched

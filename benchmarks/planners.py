@@ -182,9 +182,6 @@ DAMPINGS = {"default": None, "weak": 0.125}
 action is nearly a velocity) and D4RL Maze2D's weak damping (speed decays over ~4 s: an action is
 an acceleration, and errors in open-loop actions integrate twice)."""
 
-GEAR = 2.0
-"""Maze-v0's motor gear, N: the tracker's velocity feed-forward is damping / gear."""
-
 
 def _trajectory_model(layout: str, damping: float | None, quick: bool) -> str:
     """The trained model folder for ``layout`` and ``damping``: collected and trained when missing."""
@@ -212,6 +209,13 @@ def _maze_kwargs(layout: str, damping: float | None) -> dict:
     return {"layout": layout} if damping is None else {"layout": layout, "damping": damping}
 
 
+def _feedforward(kwargs: dict) -> float:
+    """The tracker's velocity feed-forward: joint damping over motor gear, read off the task's model
+    (the force per unit action that holds 1 m/s), as the maze expert reads it."""
+    model = gym.make("kinodiff/Maze-v0", **kwargs).unwrapped.model
+    return float(model.dof_damping[0] / model.actuator_gear[0, 0])
+
+
 def trajectory_diffusion(quick: bool = False) -> tuple[list, list]:
     """Tracked vs open-loop execution of the same diffusion model on Maze-v0, same seeds.
 
@@ -223,8 +227,8 @@ def trajectory_diffusion(quick: bool = False) -> tuple[list, list]:
     results, bars = [], []
     episodes = 3 if quick else 20
     for dynamics, damping in DAMPINGS.items():
-        feedforward = (2.0 if damping is None else damping) / GEAR
         for layout in TRAJDIFF:
+            feedforward = _feedforward(_maze_kwargs(layout, damping))
             checkpoint = _trajectory_model(layout, damping, quick)
             scores, success = {}, {}
             for execution, extra in (("track", {}), ("open_loop", {"replan_every": 0})):
