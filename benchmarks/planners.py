@@ -182,6 +182,15 @@ DAMPINGS = {"default": None, "weak": 0.125}
 action is nearly a velocity) and D4RL Maze2D's weak damping (speed decays over ~4 s: an action is
 an acceleration, and errors in open-loop actions integrate twice)."""
 
+SCORINGS = ("dense", "sparse")
+"""Maze-v0's own reward (progress to the goal, the episode ends there: an open-loop run that stops
+halfway keeps half the credit) and D4RL Maze2D's (``reward="sparse"``: steps spent at the goal,
+the episode runs to its time limit), which Diffuser's scores use."""
+
+DIFFUSER_SETTING = ("weak", "sparse")
+"""D4RL Maze2D's dynamics and scoring, where Diffuser reports tracked 114-123 vs open loop 6-13:
+the bar's setting. The other three are reported beside it."""
+
 
 def _trajectory_model(layout: str, damping: float | None, quick: bool) -> str:
     """The trained model folder for ``layout`` and ``damping``: collected and trained when missing."""
@@ -205,52 +214,65 @@ def _trajectory_model(layout: str, damping: float | None, quick: bool) -> str:
     return str(folder)
 
 
-def _maze_kwargs(layout: str, damping: float | None) -> dict:
-    return {"layout": layout} if damping is None else {"layout": layout, "damping": damping}
+def _maze_kwargs(layout: str, damping: float | None, reward: str = "dense") -> dict:
+    kwargs = {"layout": layout} if damping is None else {"layout": layout, "damping": damping}
+    return kwargs if reward == "dense" else {**kwargs, "reward": reward}
 
 
-def _feedforward(kwargs: dict) -> float:
-    """The tracker's velocity feed-forward: joint damping over motor gear, read off the task's model
-    (the force per unit action that holds 1 m/s), as the maze expert reads it."""
-    model = gym.make("kinodiff/Maze-v0", **kwargs).unwrapped.model
-    return float(model.dof_damping[0] / model.actuator_gear[0, 0])
+def _tracker_settings(kwargs: dict) -> dict:
+    """The tracker holds the goal once within the task's goal radius (the planner reads its
+    velocity feed-forward, damping over gear, off the task's model itself)."""
+    return {"hold_radius": float(gym.make("kinodiff/Maze-v0", **kwargs).unwrapped.goal_radius)}
 
 
 def trajectory_diffusion(quick: bool = False) -> tuple[list, list]:
     """Tracked vs open-loop execution of the same diffusion model on Maze-v0, same seeds.
 
-    Tracked: PD tracking of the planned states, replanned every 8 control steps. Open loop: the
-    plan's own diffused actions, a new plan only when one runs out (Diffuser's open-loop baseline).
-    Both layouts run with Maze-v0's own damping and with D4RL Maze2D's weak damping, each with a
-    model trained on that dynamics' expert demonstrations.
+    Tracked: PD tracking of the planned states, replanned every 8 control steps, holding the goal
+    once there. Open loop: the plan's own diffused actions, a new plan only when one runs out
+    (Diffuser's open-loop baseline). Both layouts run under Maze-v0's own damping and D4RL Maze2D's
+    weak damping, each with a model trained on that dynamics' expert demonstrations, and each is
+    scored with Maze-v0's dense reward and with D4RL's sparse one. The bar is judged in
+    :data:`DIFFUSER_SETTING`; every ratio is recorded.
     """
     results, bars = [], []
     episodes = 3 if quick else 20
     for dynamics, damping in DAMPINGS.items():
-        for layout in TRAJDIFF:
-            feedforward = _feedforward(_maze_kwargs(layout, damping))
-            checkpoint = _trajectory_model(layout, damping, quick)
-            scores, success = {}, {}
-            for execution, extra in (("track", {}), ("open_loop", {"replan_every": 0})):
-                s = _plan(_maze_kwargs(layout, damping), episodes, planner="trajectory_diffusion",
-                          settings={"checkpoint": checkpoint, "execution": execution,
-                                    "feedforward": feedforward, **extra})
-                me = s["summaries"]["trajectory_diffusion"]
-                scores[execution], success[execution] = s["normalized_score"], me["success_rate"]
-                results.append({"metric": "trajectory_diffusion_normalized_score",
-                                "value": s["normalized_score"], "unit": "score",
-                                "config": {"layout": layout, "dynamics": dynamics, "damping": damping,
-                                           "execution": execution, "episodes": episodes,
-                                           "success_rate": me["success_rate"],
-                                           "return": me["return_mean"],
-                                           "expert_return": s["summaries"]["expert"]["return_mean"],
-                                           "random_return": s["summaries"]["random"]["return_mean"],
-                                           "plan_ms_p50": me["latency_ms_p50"], "checkpoint": checkpoint,
-                                           "feedforward": feedforward, **TRAJDIFF[layout], **extra}})
-            ratio = scores["track"] / max(scores["open_loop"], 1e-9)
-            bars.append({"bar": f"tracked diffusion plans >= 5x their own open-loop diffused actions "
-                                f"(normalized score, Maze-v0 {layout}, {dynamics} damping, "
-                                f"{episodes} episodes; success {success['track']:.2f} vs "
-                                f"{success['open_loop']:.2f})",
-                         "value": ratio, "threshold": 5.0, "met": ratio >= 5.0})
+        for scoring in SCORINGS:
+            for layout in TRAJDIFF:
+                kwargs = _maze_kwargs(layout, damping, scoring)
+                tracker = _tracker_settings(kwargs)
+                checkpoint = _trajectory_model(layout, damping, quick)
+                scores, success = {}, {}
+                for execution, extra in (("track", tracker), ("open_loop", {"replan_every": 0})):
+                    s = _plan(kwargs, episodes, planner="trajectory_diffusion",
+                              settings={"checkpoint": checkpoint, "execution": execution, **extra})
+                    me = s["summaries"]["trajectory_diffusion"]
+                    scores[execution], success[execution] = s["normalized_score"], me["success_rate"]
+                    results.append({"metric": "trajectory_diffusion_normalized_score",
+                                    "value": s["normalized_score"], "unit": "score",
+                                    "config": {"layout": layout, "dynamics": dynamics,
+                                               "damping": damping, "reward": scoring,
+                                               "execution": execution, "episodes": episodes,
+                                               "success_rate": me["success_rate"],
+                                               "return": me["return_mean"],
+                                               "expert_return": s["summaries"]["expert"]["return_mean"],
+                                               "random_return": s["summaries"]["random"]["return_mean"],
+                                               "plan_ms_p50": me["latency_ms_p50"],
+                                               "checkpoint": checkpoint, **TRAJDIFF[layout], **extra}})
+                # An open-loop score under 1 point counts as 1: the ratio stays finite and, if
+                # anything, understates the gap (D4RL scores near 0 when no step ends at the goal).
+                ratio = scores["track"] / max(scores["open_loop"], 1.0)
+                label = (f"Maze-v0 {layout}, {dynamics} damping, {scoring} reward, {episodes} "
+                         f"episodes; success {success['track']:.2f} vs {success['open_loop']:.2f}")
+                results.append({"metric": "trajectory_diffusion_track_over_open_loop",
+                                "value": ratio, "unit": "x",
+                                "config": {"layout": layout, "dynamics": dynamics,
+                                           "reward": scoring, "episodes": episodes,
+                                           "track_score": scores["track"],
+                                           "open_loop_score": scores["open_loop"]}})
+                if (dynamics, scoring) == DIFFUSER_SETTING:
+                    bars.append({"bar": "tracked diffusion plans >= 5x their own open-loop diffused "
+                                        f"actions in Diffuser's setting (normalized score, {label})",
+                                 "value": ratio, "threshold": 5.0, "met": ratio >= 5.0})
     return results, bars

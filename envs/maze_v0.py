@@ -29,6 +29,11 @@ class MazeEnv(MujocoTaskEnv):
     Success: robot centre within ``0.1 * cell_size`` of the goal; the episode then terminates.
     Reward terms: ``progress`` (decrease of the straight-line distance to the goal), ``success``
     (10 on success) and ``control`` (``-0.01 |a|^2``). ``info["position"]`` is the robot's ``(x, y)``.
+    With ``reward="sparse"`` the task scores as D4RL Maze2D does (the scores Diffuser reports): one
+    term, ``at_goal`` (1 on every step the robot is within the goal radius), and the episode does
+    not end at the goal but runs to its time limit, so the return counts the steps spent at the
+    goal: arriving sooner and staying there score higher, passing through scores little.
+    ``info["is_success"]`` then says whether the robot is at the goal on that step.
 
     Args:
         layout: ``"u"`` (5x5), ``"medium"`` (8x8) or ``"large"`` (9x12), D4RL's Maze2D grids.
@@ -38,6 +43,8 @@ class MazeEnv(MujocoTaskEnv):
         damping: Joint damping, N s/m (default: the MJCF's 2). D4RL's Maze2D point mass is weakly
             damped (its speed decays over ~4 s, so an action is an acceleration and errors in open-
             loop actions integrate twice); ``damping=0.125`` gives this robot the same 4 s.
+        reward: ``"dense"`` (progress, success bonus, control cost; the episode ends at the goal)
+            or ``"sparse"`` (D4RL Maze2D's: steps at the goal; the episode runs to its time limit).
     """
 
     def __init__(
@@ -47,11 +54,16 @@ class MazeEnv(MujocoTaskEnv):
         width: int = 240,
         height: int = 240,
         damping: float | None = None,
+        reward: str = "dense",
     ) -> None:
         maze = make_layout(layout)  # raises ValueError naming the valid layouts
         if damping is not None and not (math.isfinite(damping) and damping >= 0):
             raise ValueError(f"damping={damping}; expected a finite joint damping >= 0 N s/m")
-        EzPickle.__init__(self, layout, render_mode, width, height, damping)
+        if reward not in ("dense", "sparse"):
+            raise ValueError(f"reward={reward!r}; expected 'dense' or 'sparse'")
+        EzPickle.__init__(self, layout, render_mode, width, height, damping, reward)
+        self.reward_type = reward
+        self.terminate_on_success = reward == "dense"
         obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32)
         super().__init__(f"maze_{layout}.xml", 5, obs_space, render_mode, width, height)
         if damping is not None:
@@ -90,6 +102,8 @@ class MazeEnv(MujocoTaskEnv):
     def _reward_terms(self, action: np.ndarray) -> dict[str, float]:
         dist = self._goal_distance()
         progress, self._dist = self._dist - dist, dist
+        if self.reward_type == "sparse":
+            return {"at_goal": 1.0 if dist <= self.goal_radius else 0.0}
         fx, fy = action.tolist()
         return {
             "progress": progress,

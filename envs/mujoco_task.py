@@ -63,6 +63,11 @@ class MujocoTaskEnv(gym.Env, EzPickle):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
+    terminate_on_success = True
+    """Whether a successful step ends the episode. A task whose reward counts the steps spent at
+    the goal (D4RL Maze2D's sparse reward) sets it False: the episode then runs to its time limit
+    and ``info["is_success"]`` says whether the robot is at the goal now."""
+
     def __init__(
         self,
         xml_name: str,
@@ -171,9 +176,10 @@ class MujocoTaskEnv(gym.Env, EzPickle):
         reward, success, info = self._evaluate(ctrl)
         info["diverged"] = False
         info["action_clipped"] = self._clipped
-        if success:
+        terminated = success and self.terminate_on_success
+        if terminated:
             self._ended = "after the episode terminated (success)"
-        return obs, reward, success, False, info
+        return obs, reward, terminated, False, info
 
     def render(self):
         """Return an ``(H, W, 3)`` uint8 frame from the task camera (``render_mode="rgb_array"``)."""

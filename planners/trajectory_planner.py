@@ -16,7 +16,7 @@ torch is imported only when a planner is built, so the registry stays light.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,8 +47,15 @@ class TrajectoryDiffusionConfig:
     """Tracker position gain (action per metre)."""
     kd: float = 1.0
     """Tracker velocity gain (action per m/s)."""
-    feedforward: float = 1.0
-    """Tracker velocity feed-forward (action per m/s of planned velocity)."""
+    feedforward: float | None = None
+    """Tracker velocity feed-forward (action per m/s of planned velocity). None: read off the
+    task's model by ``from_env``, joint damping over motor gear (the constant action that holds
+    1 m/s; Maze-v0: 2 N s/m over 2 N = 1, with ``damping=0.125``: 0.0625)."""
+    hold_radius: float = 0.0
+    """With ``execution="track"``: within this distance of the goal the tracker holds the goal
+    instead of diffusing a plan. Demonstrations that end on arrival never show a plan that starts
+    at the goal, so such plans wander; a task that scores the steps spent at the goal (Maze-v0
+    with ``reward="sparse"``) needs the hold. 0 turns it off."""
     guide_scale: float = 0.0
     """Step along the guide cost's gradient per denoising step (needs a ``guide``)."""
     position: tuple[int, int] = (0, 1)
@@ -67,10 +74,13 @@ class TrajectoryDiffusionConfig:
             raise ValueError(f"replan_every={self.replan_every} (>= 0), samples={self.samples}, "
                              f"inference_steps={self.inference_steps}, lookahead={self.lookahead} "
                              "(>= 1 each) out of range")
+        if not (np.isfinite(self.hold_radius) and self.hold_radius >= 0):
+            raise ValueError(f"hold_radius={self.hold_radius}; expected a finite distance >= 0")
         if not 0.0 <= self.eta <= 1.0 or self.guide_scale < 0:
             raise ValueError(f"eta={self.eta} (expected in [0, 1]) or guide_scale={self.guide_scale} "
                              "(expected >= 0) out of range")
-        PDTrackerConfig(kp=self.kp, kd=self.kd, feedforward=self.feedforward)
+        PDTrackerConfig(kp=self.kp, kd=self.kd,
+                        feedforward=0.0 if self.feedforward is None else self.feedforward)
 
 
 class TrajectoryDiffusionPlanner:
@@ -95,6 +105,9 @@ class TrajectoryDiffusionPlanner:
                  guide: Callable[[Any], Any] | None = None) -> None:
         self.model, self.config, self.guide = model, config, guide
         self.ctrl_low, self.ctrl_high = np.asarray(ctrl_low, float), np.asarray(ctrl_high, float)
+        if config.feedforward is None:
+            raise ValueError("feedforward=None; expected a number (from_env reads it off the task's "
+                             "model: joint damping over motor gear)")
         if self.ctrl_low.shape != (model.config.action_dim,):
             raise ValueError(f"the task has {self.ctrl_low.size} actuators; the model diffuses "
                              f"{model.config.action_dim} actions")
@@ -111,6 +124,10 @@ class TrajectoryDiffusionPlanner:
         from planners.trajectory_diffusion import TrajectoryModel
 
         u = env.unwrapped
+        if config.feedforward is None:
+            dof = config.position[0]  # a qvel index is a dof index
+            config = replace(config, feedforward=float(u.model.dof_damping[dof]
+                                                       / u.model.actuator_gear[0, 0]))
         model = TrajectoryModel.load(config.checkpoint)
         return cls(model, u.model.nq, len(env_state(env)), u.model.actuator_ctrlrange[:, 0],
                    u.model.actuator_ctrlrange[:, 1], config, cost if callable(cost) else None)
@@ -137,6 +154,13 @@ class TrajectoryDiffusionPlanner:
         idx = list(cfg.position)
         pos = state[1:1 + self._nq][idx]
         vel = state[1 + self._nq:][idx]
+        if (cfg.execution == "track" and cfg.hold_radius
+                and np.linalg.norm(goal - pos) <= cfg.hold_radius):
+            action = self.tracker.action(pos, vel, goal, np.zeros_like(goal))
+            self._traj = None  # leaving the hold diffuses a fresh plan
+            return Plan(actions=action[None], states=goal[None].copy(),
+                        cost=float(np.linalg.norm(goal - pos)),
+                        diagnostics={"replanned": False, "replans": self.replans, "holding": True})
         span = mcfg.horizon * mcfg.stride
         due = (self._traj is None or self._goal is None or not np.array_equal(goal, self._goal)
                or (cfg.replan_every and self._k >= cfg.replan_every) or self._k >= span)

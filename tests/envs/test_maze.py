@@ -171,3 +171,34 @@ def test_expert_solves_the_weakly_damped_maze():
 def test_bad_damping_is_refused_in_one_line(damping):
     with pytest.raises(ValueError, match=r"damping=.*expected a finite joint damping >= 0"):
         envs.make_env(ENV_ID, layout="u", damping=damping)
+
+
+def test_sparse_reward_counts_steps_at_the_goal_and_runs_to_the_time_limit():
+    """D4RL Maze2D's scoring: 1 per step at the goal, no termination there. The expert arrives and
+    stays, so its return is the steps left after arriving; the dense task ends on arrival."""
+    dense = envs.make_env(ENV_ID, layout="u")
+    sparse = envs.make_env(ENV_ID, layout="u", reward="sparse")
+    lengths, returns = {}, {}
+    for name, env in (("dense", dense), ("sparse", sparse)):
+        expert = envs.make_expert(ENV_ID, "scripted", env)
+        obs, _ = env.reset(seed=3)
+        total, steps, term, trunc, arrived = 0.0, 0, False, False, None
+        while not (term or trunc):
+            obs, reward, term, trunc, info = env.step(expert.act(obs))
+            steps += 1
+            total += reward
+            if name == "sparse":
+                assert set(k for k in info if k.startswith("reward_")) == {"reward_at_goal"}
+                assert reward == (1.0 if info["is_success"] else 0.0)
+                if info["is_success"] and arrived is None:
+                    arrived = steps
+        lengths[name], returns[name] = steps, total
+    assert lengths["sparse"] == env.spec.max_episode_steps and trunc and not term
+    assert info["is_success"]  # the expert holds the goal to the end
+    assert lengths["dense"] == arrived  # both runs are the same episode up to the arrival
+    assert returns["sparse"] == pytest.approx(lengths["sparse"] - arrived + 1, abs=3)
+
+
+def test_bad_reward_type_is_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"reward='shaped'; expected 'dense' or 'sparse'"):
+        envs.make_env(ENV_ID, layout="u", reward="shaped")

@@ -146,6 +146,36 @@ def test_bad_settings_raise_clear_errors(maze, checkpoint):
         planner.plan(np.zeros(2), np.zeros(2))
 
 
+@pytest.mark.parametrize("damping", [None, 0.125])
+def test_feedforward_is_read_off_the_tasks_model(checkpoint, damping):
+    env = gym.make("kinodiff/Maze-v0", layout="u", damping=damping)
+    env.reset(seed=0)
+    planner = make_planner("trajectory_diffusion", env, checkpoint=checkpoint)
+    # Joint damping over motor gear: 2 / 2 by default, 0.125 / 2 weakly damped.
+    assert planner.tracker.config.feedforward == pytest.approx(1.0 if damping is None else 0.0625)
+    assert make_planner("trajectory_diffusion", env, checkpoint=checkpoint,
+                        feedforward=0.5).tracker.config.feedforward == 0.5
+
+
+def test_tracker_holds_the_goal_within_hold_radius(maze, checkpoint):
+    env, obs = maze
+    u = env.unwrapped
+    goal = obs[4:6].astype(np.float64)
+    planner = make_planner("trajectory_diffusion", env, checkpoint=checkpoint, hold_radius=0.05,
+                           inference_steps=4)
+    u.data.qpos[:] = goal + [0.03, 0.0]  # inside the radius, moving away from the goal
+    u.data.qvel[:] = [0.2, 0.0]
+    plan = planner.plan(env_state(env), goal)
+    assert plan.diagnostics["holding"] and planner.replans == 0
+    # PD towards the goal at rest: -kp * 0.03 - kd * 0.2 (plus no feed-forward for a zero reference).
+    assert plan.actions[0].tolist() == pytest.approx([-8.0 * 0.03 - 1.0 * 0.2, 0.0])
+    u.data.qpos[:] = goal + [0.2, 0.0]  # outside: a plan is diffused
+    u.data.qvel[:] = 0.0
+    assert planner.plan(env_state(env), goal).diagnostics["replanned"] and planner.replans == 1
+    with pytest.raises(ValueError, match=r"hold_radius=-1.0; expected a finite distance >= 0"):
+        make_planner("trajectory_diffusion", env, checkpoint=checkpoint, hold_radius=-1.0)
+
+
 @pytest.mark.slow
 def test_training_lowers_the_loss(tiny_store, tmp_path):
     # tiny_store is PointObstacle data: obs starts with (x, y, vx, vy) like Maze-v0's.
