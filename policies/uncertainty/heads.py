@@ -36,14 +36,16 @@ class StackedMlp(nn.Module):
         dims = (in_dim, *hidden, out_dim)
         self.layers = nn.ModuleList(StackedLinear(members, a, b) for a, b in zip(dims, dims[1:],
                                                                                    strict=False))
-        self.act = nn.Mish()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[M, N, I] -> [M, N, O]."""
+        # The layers' tensors are used directly: a module call per layer costs ~2 us on a CPU,
+        # as much as a small layer's matmul when scoring one observation.
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = self.act(x)
+            x = torch.baddbmm(layer.bias, x, layer.weight)
+            if i < last:
+                x = nn.functional.mish(x)
         return x
 
 
@@ -101,6 +103,11 @@ def noise_chunk(chunk: torch.Tensor, noise: torch.Tensor, level: torch.Tensor) -
 class RandomNetworkDistillation(nn.Module):
     """Novelty of an embedding (Burda et al. 2019): a predictor regresses a frozen random network.
 
+    Outside autograd (scoring), target and predictor run as one 2-member stacked MLP: three batched
+    matmuls instead of six small ones, ~15 us instead of ~45 us at batch 1 on a CPU core. The
+    stacked weights are rebuilt whenever a parameter changes (their version counters), so they
+    never go stale; the saved ``state_dict`` keeps the two plain MLPs.
+
     Args:
         in_dim: Length of the embedding.
         hidden: Hidden widths of target and predictor.
@@ -113,7 +120,29 @@ class RandomNetworkDistillation(nn.Module):
         self.predictor = mlp(in_dim, hidden, out_dim)
         for p in self.target.parameters():
             p.requires_grad_(False)
+        self._stacked: tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def _stacked_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(bias [2, 1, O], weight [2, I, O])] per layer, member 0 the predictor, 1 the target."""
+        params = [*self.predictor.parameters(), *self.target.parameters()]
+        key = tuple((id(p), p._version) for p in params)
+        if self._stacked is None or self._stacked[0] != key:
+            pairs = zip((m for m in self.predictor if isinstance(m, nn.Linear)),
+                        (m for m in self.target if isinstance(m, nn.Linear)), strict=True)
+            layers = [(torch.stack([p.bias, t.bias])[:, None].detach().clone(),
+                       torch.stack([p.weight.t(), t.weight.t()]).detach().contiguous())
+                      for p, t in pairs]
+            self._stacked = (key, layers)
+        return self._stacked[1]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[N, in] -> (prediction [N, out], target [N, out])."""
-        return self.predictor(x), self.target(x)
+        if torch.is_grad_enabled():
+            return self.predictor(x), self.target(x)
+        layers = self._stacked_layers()
+        h = x.expand(2, *x.shape)
+        for i, (bias, weight) in enumerate(layers):
+            h = torch.baddbmm(bias, h, weight)
+            if i < len(layers) - 1:
+                h = nn.functional.mish(h)
+        return h[0], h[1]
