@@ -7,6 +7,11 @@ one call of the policy on a batch expanded to [B*K, To, Do], executes the first 
 - ``ensemble``: disagreement of a small stacked denoiser ensemble on the executed chunk (epistemic);
 - ``rnd``: random network distillation error on the normalized observation history (OOD);
 - ``temporal``: distance of the new samples to the unexecuted tail of the previous chunk (Sentinel).
+
+Every score is in the policy's normalized action units. A policy with relative actions
+(``relative_action_origin``) samples offsets from the latest observed origin; the previous chunk is
+re-expressed from the new origin before the temporal score compares them, so the score measures
+a change of plan, not the robot's own motion.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from torch import nn
 
 from policies.base import Policy
-from policies.diffusion.relative import require_absolute_actions
+from policies.diffusion.relative import rebase
 from policies.uncertainty.heads import DenoiserEnsemble, RandomNetworkDistillation, noise_chunk
 from policies.uncertainty.scores import (
     ensemble_disagreement,
@@ -83,7 +88,6 @@ class UncertaintyEstimator(nn.Module):
     def __init__(self, policy: Policy, config: UncertaintyConfig | None = None) -> None:
         super().__init__()
         self.config = config or UncertaintyConfig()
-        require_absolute_actions(policy, "the uncertainty estimator")  # its scores compare chunks
         self.__dict__["policy"] = policy
         pc = policy.config
         cond_dim = pc.n_obs_steps * pc.obs_dim
@@ -95,11 +99,13 @@ class UncertaintyEstimator(nn.Module):
             self.rnd = RandomNetworkDistillation(cond_dim, self.config.rnd_hidden, self.config.rnd_dim)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self._previous: torch.Tensor | None = None
+        # The raw origin [B, Da] the previous chunk's offsets start from (relative actions only).
+        self._previous_origin: torch.Tensor | None = None
         self._takes_noise = "noise" in inspect.signature(policy.predict_normalized_chunk).parameters
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the previous chunk (temporal score); optionally reseed the ensemble noise."""
-        self._previous = None
+        self._previous = self._previous_origin = None
         if seed is not None:
             self.generator.manual_seed(int(seed))
 
@@ -115,6 +121,11 @@ class UncertaintyEstimator(nn.Module):
             out = self.policy.predict_normalized_chunk(rep)
         return out.view(B, K, pc.horizon, pc.action_dim)
 
+    def _origin(self, obs_n: torch.Tensor) -> torch.Tensor | None:
+        """The raw origin [B, Da] of this call's chunks (None for a policy with absolute actions)."""
+        origin_of = getattr(self.policy, "normalized_origin", None)
+        return None if origin_of is None else origin_of(obs_n)
+
     @torch.no_grad()
     def score_normalized(self, obs_n: torch.Tensor, samples: torch.Tensor,
                          shift: int | None = None) -> dict[str, torch.Tensor]:
@@ -122,7 +133,8 @@ class UncertaintyEstimator(nn.Module):
 
         Args:
             obs_n: [B, To, Do] normalized observations.
-            samples: [B, K, H, Da] normalized samples; sample 0 is the executed one.
+            samples: [B, K, H, Da] normalized samples (offsets from this call's origin for a
+                policy with relative actions); sample 0 is the executed one.
             shift: Steps executed since the last call (default Ta).
 
         Returns:
@@ -136,11 +148,16 @@ class UncertaintyEstimator(nn.Module):
         preds = self.ensemble(noise_chunk(chosen, noise, level), cond, level)
         pred, target = self.rnd(cond)
         shift = pc.n_action_steps if shift is None else shift
-        if self._previous is not None and self._previous.shape == chosen.shape and shift < pc.horizon:
-            temporal = temporal_inconsistency(self._previous, samples, shift)
+        origin = self._origin(obs_n)
+        previous = self._previous
+        if previous is not None and previous.shape == chosen.shape and shift < pc.horizon:
+            if origin is not None:  # the same absolute actions, as offsets from this origin
+                previous = rebase(previous, self._previous_origin, origin,
+                                  self.policy.action_normalizer.half_range)
+            temporal = temporal_inconsistency(previous, samples, shift)
         else:
             temporal = torch.zeros(obs_n.shape[0])
-        self._previous = chosen
+        self._previous, self._previous_origin = chosen, origin
         return {"dispersion": sample_dispersion(samples), "ensemble": ensemble_disagreement(preds),
                 "rnd": rnd_error(pred, target), "temporal": temporal}
 
@@ -165,7 +182,7 @@ class UncertaintyEstimator(nn.Module):
         samples = self._sample(obs_n)
         scores = self.score_normalized(obs_n, samples, shift)
         actions = policy.action_normalizer.unnormalize(samples[:, 0, : policy.config.n_action_steps])
-        return actions, scores
+        return policy.absolute_actions(actions, obs), scores
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of the heads on raw ``batch["obs"]`` [N, To, Do], ``batch["action"]`` [N, H, Da].

@@ -175,10 +175,6 @@ def test_tools_that_need_absolute_actions_refuse_in_one_line():
     with pytest.raises(ValueError, match=r"set_constraints takes policies with absolute actions.*"
                                          r"relative_action_origin=\(1, 3\); expected \(\)"):
         p.set_constraints({"unused": True})
-    from policies.uncertainty.estimator import UncertaintyEstimator
-
-    with pytest.raises(ValueError, match="the uncertainty estimator takes policies with absolute"):
-        UncertaintyEstimator(p)
 
 
 def test_warm_distillation_pairs_start_from_the_demos_offsets():

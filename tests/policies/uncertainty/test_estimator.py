@@ -121,3 +121,43 @@ def test_monitored_policy_rejects_temporal_ensembling():
     est = _estimator(_policy(temporal_ensemble=0.1))
     with pytest.raises(ValueError, match="temporal_ensemble=0.1"):
         MonitoredPolicy(est)
+
+
+def _relative_policy():
+    """A relative-action policy (offsets from obs features 0, 1) with fitted normalizers."""
+    policy = _policy(relative_action_origin=(0, 1))
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (40, 3)).astype(np.float32)
+    actions = (obs[:, :2] + rng.uniform(-0.1, 0.1, (40, 2))).astype(np.float32)
+    policy.fit_normalizers(obs, actions, np.array([20, 40]))
+    return policy
+
+
+def test_relative_action_policy_gets_absolute_actions_and_a_rebased_temporal_score():
+    policy = _relative_policy()
+    est = _estimator(policy, k=3)
+    obs = torch.tensor([[[0.2, -0.3, 0.0], [0.5, 0.1, 0.0]]])  # origin (0.5, 0.1)
+    est.reset(seed=0)
+    policy.reset(seed=0)
+    actions, _ = est.predict(obs)
+    policy.reset(seed=0)
+    chunk = policy.predict_action_chunk(obs)
+    assert actions.shape == (1, 4, 2) and float((chunk - torch.tensor([0.5, 0.1])).abs().max()) < 0.5
+    # The executed sample is the policy's own chunk for the same noise: absolute, like the policy's.
+    torch.testing.assert_close(actions, policy.absolute_actions(
+        policy.action_normalizer.unnormalize(est._previous[:, :4]), obs))
+
+    # A plan that continues exactly in absolute terms while the robot moved scores 0: the previous
+    # chunk is re-expressed from the new origin before the comparison.
+    est.reset()
+    path = torch.linspace(0, 0.7, 12)[:, None] * torch.tensor([1.0, -0.5]) + torch.tensor([0.1, 0.2])
+    scores = []
+    for start, origin in ((0, torch.tensor([0.1, 0.2])), (2, torch.tensor([0.3, 0.05]))):
+        raw_obs = torch.cat([origin, torch.zeros(1)]).expand(1, 2, 3)
+        obs_n = policy.obs_normalizer.normalize(raw_obs)
+        offsets = policy.action_normalizer.normalize(path[start:start + 8] - origin)
+        scores.append(est.score_normalized(obs_n, offsets.expand(1, 3, 8, 2), shift=2)["temporal"])
+    assert float(scores[1].abs().max()) < 1e-10
+    # Without the rebase the same chunks would differ by the origin's move.
+    moved = policy.action_normalizer.normalize(path[2:10] - torch.tensor([0.1, 0.2])) - offsets
+    assert float(moved.abs().min()) > 0.05
