@@ -25,6 +25,7 @@ from torch import nn
 
 from policies.base import Policy
 from policies.diffusion.relative import rebase
+from policies.uncertainty.fused import FusedHeads
 from policies.uncertainty.heads import DenoiserEnsemble, RandomNetworkDistillation, noise_chunk
 from policies.uncertainty.scores import (
     ensemble_disagreement,
@@ -101,6 +102,8 @@ class UncertaintyEstimator(nn.Module):
         self._previous: torch.Tensor | None = None
         # The raw origin [B, Da] the previous chunk's offsets start from (relative actions only).
         self._previous_origin: torch.Tensor | None = None
+        # Both heads as one stacked MLP for scoring (rebuilt when their weights change).
+        self.__dict__["_fused"] = None
         self._takes_noise = "noise" in inspect.signature(policy.predict_normalized_chunk).parameters
 
     def reset(self, seed: int | None = None) -> None:
@@ -126,6 +129,18 @@ class UncertaintyEstimator(nn.Module):
         origin_of = getattr(self.policy, "normalized_origin", None)
         return None if origin_of is None else origin_of(obs_n)
 
+    def _heads(self, noised: torch.Tensor, cond: torch.Tensor, level: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ensemble predictions, RND prediction, RND target), fused into one MLP where the widths allow."""
+        fused = self._fused
+        if fused is None or not fused.is_current(self.ensemble, self.rnd):
+            fused = FusedHeads(self.ensemble, self.rnd) if FusedHeads.supports(self.ensemble, self.rnd) \
+                else None
+            self.__dict__["_fused"] = fused
+        if fused is None:
+            return (self.ensemble(noised, cond, level), *self.rnd(cond))
+        return fused(noised, cond, level)
+
     @torch.no_grad()
     def score_normalized(self, obs_n: torch.Tensor, samples: torch.Tensor,
                          shift: int | None = None) -> dict[str, torch.Tensor]:
@@ -145,8 +160,8 @@ class UncertaintyEstimator(nn.Module):
         chosen = samples[:, 0]
         level = torch.full((obs_n.shape[0],), c.ensemble_level)
         noise = torch.randn(chosen.shape, generator=self.generator)
-        preds = self.ensemble(noise_chunk(chosen, noise, level), cond, level)
-        pred, target = self.rnd(cond)
+        noised = noise_chunk(chosen, noise, float(c.ensemble_level))
+        preds, pred, target = self._heads(noised, cond, level)
         shift = pc.n_action_steps if shift is None else shift
         origin = self._origin(obs_n)
         previous = self._previous
