@@ -36,7 +36,7 @@ class FusedHeads:
     """
 
     def __init__(self, ensemble: DenoiserEnsemble, rnd: RandomNetworkDistillation) -> None:
-        self._modules = (ensemble, rnd)
+        self._sources = (ensemble, rnd)
         self._params = [*ensemble.parameters(), *rnd.parameters()]
         self._versions = [p._version for p in self._params]
         m, chunk_dim = ensemble.members, ensemble.horizon * ensemble.action_dim
@@ -75,7 +75,7 @@ class FusedHeads:
         Checked on every scored chunk, so it reads only the stored parameters' version counters
         (walking the modules for their parameters costs several times more on a cold cache).
         """
-        a, b = self._modules
+        a, b = self._sources
         return (a is ensemble and b is rnd
                 and [p._version for p in self._params] == self._versions)
 
