@@ -169,6 +169,13 @@ class DiffusionConfig(PolicyConfig):
         if self.warm_start > 0 and not 1 <= skipped < self.num_inference_steps:
             raise ValueError(f"warm_start={self.warm_start} skips {skipped} of num_inference_steps="
                              f"{self.num_inference_steps}; expected 1 <= skipped < K")
+        if self.warm_start > 0 and self.objective == "ddpm" and skipped == self.num_inference_steps - 1:
+            # The strided schedule's last step is at timestep 0 (noise scale 0.025 of the cosine
+            # schedule at T=100): the tail comes back nearly unchanged, so the plan never follows the
+            # observations (PushT-v0, DDIM-2 at 0.5: 0.00 success, DDIM-2 cold 0.33).
+            raise ValueError(f"warm_start={self.warm_start} skips {skipped} of num_inference_steps="
+                             f"{self.num_inference_steps}, leaving only the step from timestep 0, "
+                             "where the tail gets almost no noise; expected skipped < K - 1")
         if self.warm_start > 0 and self.sampler == "onestep" and self.objective != "ddpm":
             raise ValueError(f"warm_start={self.warm_start} with sampler='onestep' needs objective="
                              f"'ddpm'; got {self.objective!r}")

@@ -77,6 +77,9 @@ def test_compute_loss_uses_the_pairs_own_timesteps():
 @pytest.mark.parametrize("kw,match", [
     ({"warm_start": 0.05}, "skips 0 of num_inference_steps=4"),
     ({"warm_start": 0.9}, "skips 4 of num_inference_steps=4"),
+    # Objective ddpm: the last strided step starts at timestep 0, which leaves the tail unnoised.
+    ({"warm_start": 0.75}, "skips 3 of num_inference_steps=4, leaving only the step from timestep 0"),
+    ({"warm_start": 0.5, "num_inference_steps": 2}, "skips 1 of num_inference_steps=2, leaving"),
     ({"warm_start": 0.5, "sampler": "onestep", "objective": "flow"}, "needs objective='ddpm'"),
 ])
 def test_config_refuses_a_warm_start_it_cannot_run(kw, match):
