@@ -88,7 +88,8 @@ def warm_pairs(teacher: DiffusionPolicy, obs: torch.Tensor, actions: torch.Tenso
     start = int(round(probe.warm_start * c.num_inference_steps))
     sampler = deterministic_sampler(teacher)
     step = teacher._steps(c.num_inference_steps, sampler)[start]
-    tail = demo_tail(teacher.normalized_batch({"obs": obs, "action": actions})[1], c.n_action_steps)
+    tail = demo_tail(teacher.normalized_batch({"obs": obs, "action": actions})[1], c.n_action_steps,
+                     c.warm_pad)
     timestep = torch.full((obs.shape[0],), step.t, dtype=torch.long)
     # The forward process the teacher's own warm start applies to the tail (``_denoise``).
     x_t = add_noise(tail, noise, timestep, teacher.alphas_cumprod)

@@ -139,7 +139,7 @@ class DiffusionPolicy(RelativeActions, Policy):
             self._constraint.begin(self.obs_normalizer.unnormalize(state[:, -1]))
         start = int(round(c.warm_start * c.num_inference_steps)) if warm else 0
         origin = self.normalized_origin(obs)  # relative actions: the tail moves to the new origin
-        tail = self.rebase_tail(warm_tail(self._last, c.n_action_steps), origin) if warm else None
+        tail = self.rebase_tail(warm_tail(self._last, c.n_action_steps, c.warm_pad), origin) if warm else None
         if sampler == "onestep":
             out = self._one_step(x, cond, start, tail)
         elif c.objective == "flow":

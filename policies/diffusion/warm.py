@@ -11,31 +11,60 @@ from __future__ import annotations
 
 import torch
 
+WARM_PADS = ("hold", "extrapolate")
+"""How the Ta steps a tail lacks are filled: the last action held (a plan that stops there), or
+continued at the last planned step's velocity."""
 
-def warm_tail(chunk: torch.Tensor, n_action_steps: int) -> torch.Tensor:
-    """The last chunk advanced by Ta steps, its end padded with its last action.
+
+def continued(plan: torch.Tensor, n: int, pad: str = "hold") -> torch.Tensor:
+    """The ``n`` actions after ``plan`` [B, T, Da] (T >= 1): ``pad`` of ``WARM_PADS``.
+
+    ``extrapolate`` adds the last step ``plan[:, -1] - plan[:, -2]`` k times to the last action
+    (k = 1 .. n); with one planned action there is no step, and it holds.
+
+    Returns:
+        [B, n, Da].
+    """
+    if pad not in WARM_PADS:
+        raise ValueError(f"warm pad {pad!r} is invalid; expected one of {list(WARM_PADS)}")
+    last = plan[:, -1:]
+    if pad == "hold" or plan.shape[1] < 2:
+        return last.expand(-1, n, -1)
+    k = torch.arange(1, n + 1, dtype=plan.dtype).view(1, n, 1)
+    return last + (last - plan[:, -2:-1]) * k
+
+
+def warm_tail(chunk: torch.Tensor, n_action_steps: int, pad: str = "hold") -> torch.Tensor:
+    """The last chunk advanced by Ta steps, its end padded by ``continued``.
+
+    Holding the last action plans a stop at the chunk's end; a warm start keeps that plan, and
+    Ta steps later it is the executed part (PushT-v0, relative actions, H=8, Ta=4, warm start
+    0.5: 0.27 success / 0.76 coverage held, 0.47 / 0.88 extrapolated, 0.50 / 0.86 cold).
 
     Args:
         chunk: [B, H, Da] the last chunk (normalized).
         n_action_steps: Ta, the actions executed from it.
+        pad: ``hold`` or ``extrapolate`` (``DiffusionConfig.warm_pad``).
 
     Returns:
-        [B, H, Da]: ``chunk[:, Ta:]`` followed by Ta copies of ``chunk[:, -1]``.
+        [B, H, Da]: ``chunk[:, Ta:]`` followed by Ta actions continuing it.
     """
-    return torch.cat([chunk[:, n_action_steps:],
-                      chunk[:, -1:].expand(-1, n_action_steps, -1)], dim=1)
+    kept = chunk[:, n_action_steps:]
+    plan = kept if kept.shape[1] else chunk[:, -1:]  # Ta = H: nothing planned left; hold the last
+    return torch.cat([kept, continued(plan, n_action_steps, pad)], dim=1)
 
 
-def demo_tail(actions: torch.Tensor, n_action_steps: int) -> torch.Tensor:
+def demo_tail(actions: torch.Tensor, n_action_steps: int, pad: str = "hold") -> torch.Tensor:
     """What ``warm_tail`` gives at step t when the last chunk was the demonstration's own plan.
 
     The chunk predicted Ta steps earlier covered steps t - Ta .. t - Ta + H - 1; advanced by Ta,
-    it is the first H - Ta actions of the window from t, then that window's action H - Ta - 1
-    repeated Ta times. Distillation of a warm-started sampler uses it as the previous chunk.
+    it is the first H - Ta actions of the window from t, then Ta actions continuing them.
+    Distillation of a warm-started sampler uses it as the previous chunk.
 
     Args:
         actions: [B, H, Da] demonstrated actions from step t (normalized).
         n_action_steps: Ta.
+        pad: ``hold`` or ``extrapolate``, as ``warm_tail``'s.
 
     Returns:
         [B, H, Da].
@@ -44,5 +73,4 @@ def demo_tail(actions: torch.Tensor, n_action_steps: int) -> torch.Tensor:
     if keep < 1:
         raise ValueError(f"n_action_steps={n_action_steps} leaves no planned action of a horizon-"
                          f"{actions.shape[1]} chunk; expected Ta < H")
-    return torch.cat([actions[:, :keep], actions[:, keep - 1:keep].expand(-1, n_action_steps, -1)],
-                     dim=1)
+    return torch.cat([actions[:, :keep], continued(actions[:, :keep], n_action_steps, pad)], dim=1)

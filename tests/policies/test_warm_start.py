@@ -27,11 +27,37 @@ def test_warm_tail_shifts_by_ta_and_pads_with_the_last_action():
     assert tail[0, :, 0].tolist() == [4, 5, 6, 7, 7, 7, 7, 7]
 
 
-def test_demo_tail_is_the_warm_tail_of_the_plan_made_ta_steps_earlier():
+def test_extrapolated_warm_tail_continues_the_last_planned_step():
+    chunk = (torch.arange(H, dtype=torch.float32) ** 2).view(1, H, 1).expand(2, H, DA)
+    tail = warm_tail(chunk, TA, "extrapolate")
+    # Kept: 16 25 36 49; the last step is 49 - 36 = 13, so 49 + 13 k for k = 1 .. 4.
+    assert tail[0, :, 0].tolist() == [16, 25, 36, 49, 62, 75, 88, 101]
+    # One planned action left has no step: it holds, as does a chunk with nothing left.
+    assert warm_tail(chunk, H - 1, "extrapolate")[0, :, 0].tolist() == [49] * H
+    assert warm_tail(chunk, H, "extrapolate")[0, :, 0].tolist() == [49] * H
+
+
+@pytest.mark.parametrize("pad", ["hold", "extrapolate"])
+def test_demo_tail_is_the_warm_tail_of_the_plan_made_ta_steps_earlier(pad):
     g = torch.Generator().manual_seed(0)
     earlier = torch.randn(3, H + TA, DA, generator=g)  # a demonstration from step t - Ta
     # The chunk predicted at t - Ta covers t - Ta .. t - Ta + H - 1; the window at t starts Ta later.
-    assert torch.equal(demo_tail(earlier[:, TA:TA + H], TA), warm_tail(earlier[:, :H], TA))
+    assert torch.allclose(demo_tail(earlier[:, TA:TA + H], TA, pad), warm_tail(earlier[:, :H], TA, pad))
+
+
+def test_a_policy_warm_starts_from_the_tail_its_config_pads():
+    p = make_policy("diffusion", obs_dim=DO, action_dim=DA, n_obs_steps=TO, horizon=H, n_action_steps=TA,
+                    warm_start=0.5, warm_pad="extrapolate", **SMALL).eval()
+    p.fit_normalizers(torch.randn(100, DO), torch.rand(100, DA) * 2 - 1)
+    seen = []
+    inner = p._denoise
+    p._denoise = lambda x, cond, sampler, start=0, tail=None: seen.append(tail) or inner(
+        x, cond, sampler, start, tail)
+    obs = p.prepare_obs(torch.randn(2, TO, DO))
+    p.reset(seed=0)
+    last = p.predict_normalized_chunk(obs)
+    p.predict_normalized_chunk(obs)
+    assert seen[0] is None and torch.equal(seen[1], warm_tail(last, TA, "extrapolate"))
 
 
 def test_demo_tail_refuses_a_chunk_with_no_planned_action_left():
@@ -81,6 +107,7 @@ def test_compute_loss_uses_the_pairs_own_timesteps():
     ({"warm_start": 0.75}, "skips 3 of num_inference_steps=4, leaving only the step from timestep 0"),
     ({"warm_start": 0.5, "num_inference_steps": 2}, "skips 1 of num_inference_steps=2, leaving"),
     ({"warm_start": 0.5, "sampler": "onestep", "objective": "flow"}, "needs objective='ddpm'"),
+    ({"warm_pad": "mirror"}, r"warm_pad='mirror' is invalid; expected one of \['hold', 'extrapolate'\]"),
 ])
 def test_config_refuses_a_warm_start_it_cannot_run(kw, match):
     base = dataclasses.asdict(_student().config)
