@@ -222,7 +222,10 @@ def _maze_kwargs(layout: str, damping: float | None, reward: str = "dense") -> d
 def _tracker_settings(kwargs: dict) -> dict:
     """The tracker holds the goal once within the task's goal radius (the planner reads its
     velocity feed-forward, damping over gear, off the task's model itself)."""
-    return {"hold_radius": float(gym.make("kinodiff/Maze-v0", **kwargs).unwrapped.goal_radius)}
+    env = gym.make("kinodiff/Maze-v0", **kwargs)
+    radius = float(env.unwrapped.goal_radius)
+    env.close()
+    return {"hold_radius": radius}
 
 
 def trajectory_diffusion(quick: bool = False) -> tuple[list, list]:

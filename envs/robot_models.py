@@ -130,6 +130,16 @@ class RobotModel:
         return self.timestep * self.substeps
 
 
+def velocity_feedforward(model: mujoco.MjModel, dof: int = 0, actuator: int = 0) -> float:
+    """The constant action per m/s that holds a speed of ``dof`` against its joint damping.
+
+    A force actuator of gear g pushing against damping d holds speed v with action ``d / g * v``;
+    trackers and experts of point-mass tasks use it as their velocity feed-forward (Maze-v0: 2 N s/m
+    over 2 N = 1; with ``damping=0.125``: 0.0625; an undamped joint: 0).
+    """
+    return float(model.dof_damping[dof] / model.actuator_gear[actuator, 0])
+
+
 def _joint_actuators(model: mujoco.MjModel, joints: list[int]) -> np.ndarray:
     """Gear of the actuator driving each joint; actuator i must drive joint i."""
     gear = np.zeros(len(joints))

@@ -120,14 +120,13 @@ class TrajectoryDiffusionPlanner:
     @classmethod
     def from_env(cls, env, config: TrajectoryDiffusionConfig, cost=None):
         """Build for a point-mass MuJoCo task; ``cost`` may be a differentiable torch guide."""
+        from envs.robot_models import velocity_feedforward
         from planners.base import env_state
         from planners.trajectory_diffusion import TrajectoryModel
 
         u = env.unwrapped
-        if config.feedforward is None:
-            dof = config.position[0]  # a qvel index is a dof index
-            config = replace(config, feedforward=float(u.model.dof_damping[dof]
-                                                       / u.model.actuator_gear[0, 0]))
+        if config.feedforward is None:  # a qvel index is a dof index
+            config = replace(config, feedforward=velocity_feedforward(u.model, config.position[0]))
         model = TrajectoryModel.load(config.checkpoint)
         return cls(model, u.model.nq, len(env_state(env)), u.model.actuator_ctrlrange[:, 0],
                    u.model.actuator_ctrlrange[:, 1], config, cost if callable(cost) else None)

@@ -15,6 +15,7 @@ import numpy as np
 
 from envs.maze_layouts import Cell, MazeLayout
 from envs.maze_v0 import MazeEnv
+from envs.robot_models import velocity_feedforward
 
 _CORNERS = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
 
@@ -44,8 +45,8 @@ class MazeExpert:
         clearance: float = 0.04,
     ) -> None:
         self.layout: MazeLayout = env.layout
-        if damping is None:  # the force that holds 1 m/s against the joint damping, per unit action
-            damping = float(env.model.dof_damping[0] / env.model.actuator_gear[0, 0])
+        if damping is None:
+            damping = velocity_feedforward(env.model)
         self.damping = damping
         self.speed = speed
         self.approach_gain = approach_gain
