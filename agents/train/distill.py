@@ -3,7 +3,8 @@
 Pairs ``(observation window, noise) -> teacher sample`` are drawn once from the teacher's own
 training data in batched calls (``policies.diffusion.distill.teacher_samples``), then the student,
 initialized with the teacher's weights, regresses them in the same loop as behaviour cloning
-(``agents.train.bc.fit``): EMA, validation on held-out pairs, checkpoints, resume.
+(``agents.train.bc.fit``): EMA, validation on held-out pairs, checkpoints, resume. Optional
+on-policy rounds (``agents.train.on_policy``) add pairs on the states the student itself reaches.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import torch
 from agents.data.episode_store import EpisodeStore
 from agents.data.sampler import SequenceSampler
 from agents.evaluate import resolve_policy_dir
+from agents.rollout.env_factory import EnvFactory
 from agents.train.bc import Batches, BcTrainConfig, fit
+from agents.train.on_policy import on_policy_round, round_seed
 from agents.utils import seed_everything, versions
 from policies import load_policy
 from policies.diffusion.distill import student_from_teacher, teacher_samples, warm_pairs
@@ -54,6 +57,12 @@ class DistillConfig:
     of an episode, from pure noise). Only an episode's first chunk is cold, so most pairs are
     warm: on PointObstacle-v0 (DDIM-10 teacher, 100k pairs, 8,000 steps) 0.8 reached 0.97 / 0.95 /
     0.99 success on three 100-episode seed sets, 0.5 reached 0.94 / 0.96 / 0.98."""
+    rounds: int = 0
+    """On-policy rounds (DAgger, ``agents.train.on_policy``): each runs the last student in the
+    teacher's task, has the teacher label every chunk input it met, and trains a new student on
+    all pairs so far. Round r's student is in ``OUT/rounds/r`` (r < rounds), the last one in ``OUT``."""
+    round_episodes: int = 200
+    """Episodes the student runs in each on-policy round."""
     train: BcTrainConfig = field(default_factory=distill_train_defaults)
     """Optimisation settings (the BC loop's)."""
 
@@ -64,6 +73,10 @@ class DistillConfig:
             raise ValueError(f"warm_start={self.warm_start}; expected 0 <= fraction < 1 (0 = off)")
         if not 0.0 < self.warm_fraction < 1.0:
             raise ValueError(f"warm_fraction={self.warm_fraction}; expected 0 < fraction < 1")
+        if self.rounds < 0:
+            raise ValueError(f"rounds={self.rounds}; expected >= 0 (0 = no on-policy rounds)")
+        if self.round_episodes < 1:
+            raise ValueError(f"round_episodes={self.round_episodes}; expected >= 1")
 
 
 class _PairBatches(Batches):
@@ -93,7 +106,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
         ValueError: The teacher is not a multi-step diffusion policy, or the data do not fit it.
     """
     out = Path(config.out)
-    if (out / "config.json").exists() and not resume:
+    if ((out / "config.json").exists() or (out / "rounds").exists()) and not resume:
         raise FileExistsError(f"run folder {str(out)!r} already holds a run; pass --resume to "
                               "continue it or choose a new --out")
     teacher_dir = resolve_policy_dir(config.teacher)
@@ -135,13 +148,31 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
             teacher, obs[warm], actions[warm], noise[warm], config.warm_start)
     train_rows = {k: v[:config.pairs] for k, v in rows.items()}
     val_rows = {k: v[config.pairs:] for k, v in rows.items()}
-    student = student_from_teacher(teacher, str(teacher_dir), seed=cfg.seed, warm_start=config.warm_start)
     env_id = meta.get("env_id", store.env_id)
-    resolved = {"policy": student.name, "data": str(data_path), "out": str(out), "env_id": env_id,
-                "teacher": str(teacher_dir), "pairs": config.pairs,
-                "warm_start": config.warm_start, "warm_fraction": config.warm_fraction,
-                "policy_config": dataclasses.asdict(student.config), "train": dataclasses.asdict(cfg),
-                "versions": versions()}
+    if config.rounds and not env_id:
+        raise ValueError(f"teacher {config.teacher!r} and dataset {data_path!r} record no task; "
+                         "expected an env id for on-policy rounds")
     metadata = {"env_id": env_id, "data": str(data_path), "teacher": str(teacher_dir)}
-    return fit(student, _PairBatches(train_rows, cfg.seed), _PairBatches(val_rows, cfg.seed), cfg,
-               out, resolved, metadata, resume, progress)
+    folders = [out / "rounds" / str(r) for r in range(config.rounds)] + [out]
+    history: list[dict] = []
+    for r, folder in enumerate(folders):
+        if r:  # DAgger: the last student acts; the teacher labels what it met
+            last, _ = load_policy(resolve_policy_dir(folders[r - 1]))
+            visited, results = on_policy_round(last, teacher, EnvFactory(env_id), config.round_episodes,
+                                               round_seed(cfg.seed, r - 1))
+            train_rows = {k: torch.cat([v, visited[k]]) for k, v in train_rows.items()}
+            coverage = [e.max_coverage for e in results if e.max_coverage is not None]
+            history.append({"round": r - 1, "episodes": len(results), "pairs": len(visited["obs"]),
+                            "success": float(np.mean([e.success for e in results])),
+                            "mean_max_coverage": float(np.mean(coverage)) if coverage else None})
+        student = student_from_teacher(teacher, str(teacher_dir), seed=cfg.seed,
+                                       warm_start=config.warm_start)
+        resolved = {"policy": student.name, "data": str(data_path), "out": str(folder), "env_id": env_id,
+                    "teacher": str(teacher_dir), "pairs": config.pairs,
+                    "warm_start": config.warm_start, "warm_fraction": config.warm_fraction,
+                    "rounds": config.rounds, "round_episodes": config.round_episodes,
+                    "on_policy": list(history), "policy_config": dataclasses.asdict(student.config),
+                    "train": dataclasses.asdict(cfg), "versions": versions()}
+        fit(student, _PairBatches(train_rows, cfg.seed), _PairBatches(val_rows, cfg.seed), cfg,
+            folder, resolved, metadata, resume, progress)
+    return out

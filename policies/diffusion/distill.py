@@ -15,6 +15,7 @@ import dataclasses
 import torch
 
 from policies.diffusion.policy import DiffusionConfig, DiffusionPolicy
+from policies.diffusion.sampling_log import SampledChunk
 from policies.diffusion.schedule import add_noise
 from policies.diffusion.warm import demo_tail
 
@@ -86,21 +87,80 @@ def warm_pairs(teacher: DiffusionPolicy, obs: torch.Tensor, actions: torch.Tenso
         raise ValueError(f"teacher objective {c.objective!r} has no warm one-step student; expected 'ddpm'")
     probe = dataclasses.replace(c, warm_start=warm_start)  # validates the fraction against K
     start = int(round(probe.warm_start * c.num_inference_steps))
-    sampler = deterministic_sampler(teacher)
-    step = teacher._steps(c.num_inference_steps, sampler)[start]
     tail = demo_tail(teacher.normalized_batch({"obs": obs, "action": actions})[1], c.n_action_steps,
                      c.warm_pad)
+    return warm_targets(teacher, teacher.obs_normalizer.normalize(obs), tail, noise, start, chunk)
+
+
+@torch.no_grad()
+def warm_targets(teacher: DiffusionPolicy, obs: torch.Tensor, tail: torch.Tensor, noise: torch.Tensor,
+                 start: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The student's input ``x_t`` and timestep, and the teacher's chunk, for tails warm-started at ``start``.
+
+    Args:
+        teacher: A trained multi-step diffusion policy (objective ddpm).
+        obs: [N, To, Do] normalized observations.
+        tail: [N, H, Da] the last chunks' tails (normalized, from each chunk's own origin).
+        noise: [N, H, Da] the noise added to the tail.
+        start: Steps of the teacher's K-step schedule skipped.
+        chunk: Rows per batched call.
+
+    Returns:
+        ``(x_t, timestep [N], target)`` as ``warm_pairs``.
+    """
+    sampler = deterministic_sampler(teacher)
+    step = teacher._steps(teacher.config.num_inference_steps, sampler)[start]
     timestep = torch.full((obs.shape[0],), step.t, dtype=torch.long)
     # The forward process the teacher's own warm start applies to the tail (``_denoise``).
     x_t = add_noise(tail, noise, timestep, teacher.alphas_cumprod)
     was_training = teacher.training
     teacher.eval()
-    cond = teacher.obs_normalizer.normalize(obs)
-    target = torch.cat([teacher._denoise(noise[i:i + chunk], teacher.encode(cond[i:i + chunk]), sampler,
+    target = torch.cat([teacher._denoise(noise[i:i + chunk], teacher.encode(obs[i:i + chunk]), sampler,
                                          start, tail[i:i + chunk])
                         for i in range(0, obs.shape[0], chunk)])
     teacher.train(was_training)
     return x_t, timestep, target
+
+
+@torch.no_grad()
+def visited_pairs(teacher: DiffusionPolicy, chunks: list[SampledChunk]) -> dict[str, torch.Tensor]:
+    """Pairs on the inputs a student met while acting (DAgger, Ross et al. 2011).
+
+    Behaviour cloning and distillation from demonstrations train on the teacher's state
+    distribution; the student's own small errors take it elsewhere, and there its warm start's
+    tail is its own last chunk. Each recorded chunk input is labelled with the teacher's
+    deterministic sample from the same noise (and tail): on PushT-v0 one such round lifted a warm
+    one-step student from 0.71 to 0.76 success (BENCHMARKS.md).
+
+    Args:
+        teacher: The student's teacher (the normalizers they share).
+        chunks: A student's ``sampling_log`` (vector observations).
+
+    Returns:
+        Rows as distillation's pairs: ``obs`` [N, To, Do] raw, ``action`` [N, H, Da] the teacher's
+        chunk in raw env actions, ``noise`` the student's input (a warm chunk's noised tail),
+        ``timestep`` [N] and ``teacher_sample`` [N, H, Da] normalized.
+    """
+    if not chunks:
+        raise ValueError("no recorded chunks; expected a sampling_log with at least one chunk")
+    if isinstance(chunks[0].obs, dict):
+        raise ValueError("recorded observations are dicts; expected vector observations")
+    groups: dict[int | None, list[SampledChunk]] = {}  # cold (None), or warm from step ``start``
+    for record in chunks:
+        groups.setdefault(None if record.tail is None else record.start, []).append(record)
+    parts = []
+    for start, group in groups.items():
+        obs, noise = torch.cat([r.obs for r in group]), torch.cat([r.noise for r in group])
+        if start is None:
+            timestep = torch.full((len(obs),), teacher.config.num_train_timesteps - 1, dtype=torch.long)
+            raw = teacher.obs_normalizer.unnormalize(obs)
+            parts.append((obs, noise, timestep, teacher_samples(teacher, raw, noise)))
+        else:
+            parts.append((obs, *warm_targets(teacher, obs, torch.cat([r.tail for r in group]), noise, start)))
+    obs, noise, timestep, target = (torch.cat(p) for p in zip(*parts, strict=True))
+    raw = teacher.obs_normalizer.unnormalize(obs)
+    action = teacher.absolute_actions(teacher.action_normalizer.unnormalize(target), raw)
+    return {"obs": raw, "action": action, "noise": noise, "timestep": timestep, "teacher_sample": target}
 
 
 def student_from_teacher(teacher: DiffusionPolicy, teacher_dir: str, **overrides) -> DiffusionPolicy:

@@ -22,6 +22,7 @@ from policies.diffusion.config import (
 from policies.diffusion.denoisers import ChunkCondition, MlpDenoiser, UNet1DDenoiser
 from policies.diffusion.flow import data_estimate, euler_step, heun_step, interpolate
 from policies.diffusion.relative import RelativeActions, require_absolute_actions
+from policies.diffusion.sampling_log import SampledChunk
 from policies.diffusion.schedule import (
     add_noise,
     cosine_alphas_cumprod,
@@ -69,6 +70,8 @@ class DiffusionPolicy(RelativeActions, Policy):
         self._last: torch.Tensor | None = None
         self._last_origin: torch.Tensor | None = None  # relative actions: the last chunk's origin
         self._constraint: ChunkConstraint | None = None
+        self.sampling_log: list[SampledChunk] | None = None
+        """Set to a list to record every chunk the policy samples from its own noise (DAgger)."""
 
     def encode(self, obs: Any) -> torch.Tensor:
         """Normalized observations (as ``prepare_obs`` gives them) -> the condition [B, Dc]."""
@@ -140,6 +143,8 @@ class DiffusionPolicy(RelativeActions, Policy):
         start = int(round(c.warm_start * c.num_inference_steps)) if warm else 0
         origin = self.normalized_origin(obs)  # relative actions: the tail moves to the new origin
         tail = self.rebase_tail(warm_tail(self._last, c.n_action_steps, c.warm_pad), origin) if warm else None
+        if self.sampling_log is not None and noise is None:
+            self.sampling_log.append(SampledChunk(obs, x.clone(), start, tail))
         if sampler == "onestep":
             out = self._one_step(x, cond, start, tail)
         elif c.objective == "flow":

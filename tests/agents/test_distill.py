@@ -8,7 +8,7 @@ from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
 from agents.train.checkpoint import latest_checkpoint
 from agents.train.distill import DistillConfig, distill
 from policies import load_policy
-from policies.diffusion.distill import student_from_teacher, teacher_samples, warm_pairs
+from policies.diffusion.distill import student_from_teacher, teacher_samples, visited_pairs, warm_pairs
 from policies.diffusion.warm import demo_tail, warm_tail
 
 SMALL = {"hidden_dims": (32, 32), "num_train_timesteps": 20, "num_inference_steps": 4}
@@ -112,7 +112,67 @@ def test_distill_with_warm_start_trains_a_warm_one_step_student(teacher_run, tmp
 
 
 @pytest.mark.parametrize("kw,match", [({"warm_start": 1.0}, "warm_start=1.0"),
-                                      ({"warm_fraction": 0.0}, "warm_fraction=0.0")])
+                                      ({"warm_fraction": 0.0}, "warm_fraction=0.0"),
+                                      ({"rounds": -1}, "rounds=-1"),
+                                      ({"round_episodes": 0}, "round_episodes=0")])
 def test_distill_config_refuses_bad_warm_options(kw, match):
     with pytest.raises(ValueError, match=match):
         DistillConfig(teacher="t", out="o", **kw)
+
+
+def test_visited_pairs_are_the_students_own_chunk_inputs_labelled_by_the_teacher(teacher_run):
+    teacher, _ = load_policy(latest_checkpoint(teacher_run / "checkpoints"))
+    c = teacher.config
+    student = student_from_teacher(teacher, str(teacher_run), warm_start=0.5)
+    student.eval()
+    obs = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(1))
+    student.reset(seed=0)
+    student.sampling_log = []
+    with torch.no_grad():
+        first = student.predict_normalized_chunk(student.obs_normalizer.normalize(obs))
+        state = student.generator.get_state()
+        second = student.predict_normalized_chunk(student.obs_normalizer.normalize(obs))
+    assert [r.tail is None for r in student.sampling_log] == [True, False]
+    rows = visited_pairs(teacher, student.sampling_log)
+    assert rows["obs"].shape == (6, 2, 4) and torch.allclose(rows["obs"], torch.cat([obs, obs]), atol=1e-5)
+    # The student's own input: its denoiser on the recorded (noise, timestep) gives its chunks.
+    with torch.no_grad():
+        again = student.denoiser(rows["noise"], rows["timestep"],
+                                 student.encode(student.obs_normalizer.normalize(rows["obs"])))
+    assert torch.allclose(again.clamp(-1, 1), torch.cat([first, second]), atol=1e-5)
+    # The labels: the teacher's DDIM chunk from the same noise, and its own warm start from the
+    # student's last chunk with the same noise.
+    cold = teacher.predict_normalized_chunk(teacher.obs_normalizer.normalize(obs),
+                                            noise=student.sampling_log[0].noise, sampler="ddim")
+    assert torch.allclose(rows["teacher_sample"][:3], cold, atol=1e-5)
+    teacher.config = dataclasses.replace(c, warm_start=0.5, sampler="ddim")
+    teacher._last, teacher._last_origin = first, None
+    teacher.generator.set_state(state)
+    warm = teacher.predict_normalized_chunk(teacher.obs_normalizer.normalize(obs))
+    assert torch.allclose(rows["teacher_sample"][3:], warm, atol=1e-5)
+    assert torch.allclose(rows["action"], teacher.action_normalizer.unnormalize(rows["teacher_sample"]),
+                          atol=1e-5)
+
+
+def test_visited_pairs_refuse_an_empty_log(teacher_run):
+    teacher, _ = load_policy(latest_checkpoint(teacher_run / "checkpoints"))
+    with pytest.raises(ValueError, match="no recorded chunks"):
+        visited_pairs(teacher, [])
+
+
+def test_distill_with_an_on_policy_round_adds_the_students_visited_pairs(teacher_run, tmp_path):
+    train = BcTrainConfig(steps=4, batch_size=16, val_every=4, checkpoint_every=4, log_every=2,
+                          warmup_steps=0)
+    config = DistillConfig(teacher=str(teacher_run), out=str(tmp_path / "student"), pairs=64,
+                           warm_start=0.5, rounds=1, round_episodes=2, train=train)
+    out = distill(config, progress=False)
+    first = json.loads((out / "rounds" / "0" / "config.json").read_text())
+    final = json.loads((out / "config.json").read_text())
+    assert first["on_policy"] == [] and len(final["on_policy"]) == 1
+    record = final["on_policy"][0]
+    assert record["episodes"] == 2 and record["pairs"] > 2 and 0.0 <= record["success"] <= 1.0
+    student, _ = load_policy(latest_checkpoint(out / "checkpoints"))
+    assert student.config.sampler == "onestep" and student.sampling_log is None
+    # The run folder holds a run now: a second start without --resume is refused.
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        distill(config, progress=False)
