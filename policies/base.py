@@ -153,7 +153,7 @@ class Policy(nn.Module):
         """Whether ``select_action`` got one observation ([Do]) rather than a batch ([B, Do])."""
         return obs.ndim == 1
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_action_chunk(self, obs: Any) -> torch.Tensor:
         """Predict the next Ta actions for a batch.
 
@@ -175,7 +175,7 @@ class Policy(nn.Module):
         """
         return actions
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def select_action(self, obs: np.ndarray) -> np.ndarray:
         """One control step: queue a new chunk when the last one is used up.
 

@@ -39,4 +39,4 @@ class RangeNormalizer(nn.Module):
 
     def unnormalize(self, y: torch.Tensor) -> torch.Tensor:
         """[..., dim] normalized -> [..., dim] raw."""
-        return y * self.half_range + self.center
+        return torch.addcmul(self.center, y, self.half_range)

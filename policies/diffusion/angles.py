@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from policies.layers import feature_index
+
 
 def check_angle_features(dims: tuple[int, ...], obs_dim: int) -> None:
     """Raise if ``dims`` are not distinct feature indices in ``[0, obs_dim)``."""
@@ -32,8 +34,9 @@ def angle_features(obs: torch.Tensor, dims: tuple[int, ...], center: torch.Tenso
     """
     if not dims:
         return obs
-    idx = torch.tensor(dims, dtype=torch.long)
-    raw = obs.index_select(-1, idx) * half_range[idx] + center[idx]
+    idx = feature_index(tuple(dims), obs.device)
+    raw = torch.addcmul(center.index_select(0, idx), obs.index_select(-1, idx),
+                        half_range.index_select(0, idx))
     return torch.cat([obs.index_copy(-1, idx, torch.sin(raw)), torch.cos(raw)], dim=-1)
 
 
@@ -63,7 +66,7 @@ def body_keypoints(obs: torch.Tensor, points: torch.Tensor, pose: tuple[int, ...
     Returns:
         [..., 2P]: ``(x, y)`` of each point, normalized as the body's x and y are.
     """
-    idx = torch.tensor(pose, dtype=torch.long)
+    idx = feature_index(tuple(pose), obs.device)
     raw = obs.index_select(-1, idx) * half_range[idx] + center[idx]  # [..., 3]
     c, s = torch.cos(raw[..., 2:]), torch.sin(raw[..., 2:])
     px, py = points[:, 0], points[:, 1]

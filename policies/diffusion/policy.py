@@ -168,7 +168,10 @@ class DiffusionPolicy(RelativeActions, Policy):
         if step is not None:  # q(x_t | tail) with the schedule's scalars: two fused ops
             x = torch.add(tail * step.sqrt_ab, x, alpha=step.sqrt_one_minus_ab)
         t = self.config.num_train_timesteps - 1 if step is None else step.t
-        out = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long), cond)
+        if isinstance(self.denoiser, MlpDenoiser) and not torch.is_grad_enabled():
+            out = self.denoiser.forward_at(x, t, cond)
+        else:
+            out = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long), cond)
         return out.clamp(-1.0, 1.0) if self.config.clip_sample else out
 
     def reset(self, seed: int | None = None) -> None:

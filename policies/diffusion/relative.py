@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from policies.layers import feature_index
+
 
 def check_relative_origin(origin: tuple[int, ...], action_dim: int, obs_dim: int) -> None:
     """Raise if ``origin`` is neither empty nor ``action_dim`` indices in ``[0, obs_dim)``."""
@@ -41,7 +43,7 @@ def origin_of(obs: Any, origin: tuple[int, ...], state_key: str = "agent_pos") -
         [B, Da] float32.
     """
     state = torch.as_tensor(_state(obs, state_key), dtype=torch.float32)
-    return state[:, -1][:, list(origin)]
+    return state[:, -1].index_select(-1, feature_index(tuple(origin), state.device))
 
 
 def to_absolute(actions: torch.Tensor, obs: Any, origin: tuple[int, ...],
@@ -155,7 +157,9 @@ class RelativeActions:
         if not origin:
             return None
         state = _state(obs, key)
-        return self.obs_normalizer.unnormalize(state[:, -1])[:, list(origin)]
+        idx, n = feature_index(origin, state.device), self.obs_normalizer
+        return torch.addcmul(n.center.index_select(0, idx), state[:, -1].index_select(-1, idx),
+                             n.half_range.index_select(0, idx))
 
     def rebase_tail(self, tail: torch.Tensor, origin: torch.Tensor | None) -> torch.Tensor:
         """The last chunk's normalized tail re-expressed from the next chunk's ``origin`` (None: absolute)."""

@@ -9,11 +9,19 @@ observation.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 WARM_PADS = ("hold", "extrapolate")
 """How the Ta steps a tail lacks are filled: the last action held (a plan that stops there), or
 continued at the last planned step's velocity."""
+
+
+@functools.cache
+def _steps_ahead(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """[1, n, 1]: 1 .. n, made once (never modify it in place)."""
+    return torch.arange(1, n + 1, dtype=dtype).view(1, n, 1)
 
 
 def continued(plan: torch.Tensor, n: int, pad: str = "hold") -> torch.Tensor:
@@ -30,8 +38,7 @@ def continued(plan: torch.Tensor, n: int, pad: str = "hold") -> torch.Tensor:
     last = plan[:, -1:]
     if pad == "hold" or plan.shape[1] < 2:
         return last.expand(-1, n, -1)
-    k = torch.arange(1, n + 1, dtype=plan.dtype).view(1, n, 1)
-    return last + (last - plan[:, -2:-1]) * k
+    return torch.addcmul(last, last - plan[:, -2:-1], _steps_ahead(n, plan.dtype))
 
 
 def warm_tail(chunk: torch.Tensor, n_action_steps: int, pad: str = "hold") -> torch.Tensor:

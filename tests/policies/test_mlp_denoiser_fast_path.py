@@ -114,3 +114,25 @@ def test_small_batch_threads_applies_to_small_batches_only_and_restores_the_sett
 def test_negative_small_batch_threads_is_named():
     with pytest.raises(ValueError, match="small_batch_threads=-1"):
         DiffusionConfig(obs_dim=4, action_dim=2, small_batch_threads=-1)
+
+
+def test_forward_at_equals_the_plain_forward_and_follows_the_time_layer():
+    d = _denoiser()
+    g = torch.Generator().manual_seed(2)
+    x, cond = torch.randn(4, H, DA, generator=g), torch.randn(4, DC, generator=g)
+    with torch.no_grad():
+        for t in (99, 49, 99):  # the second 99 comes from the cache
+            assert torch.allclose(d.forward_at(x, t, cond), d(x, torch.full((4,), t), cond), atol=1e-6)
+        before = d.forward_at(x, 99, cond)
+    # An optimizer step on the time layer moves its version counter: the cached embedding is stale.
+    optimizer = torch.optim.SGD(d.parameters(), lr=0.5)
+    d(x, torch.full((4,), 99), cond).square().mean().backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = d.forward_at(x, 99, cond)
+        assert not torch.allclose(after, before, atol=1e-4)
+        assert torch.allclose(after, d(x, torch.full((4,), 99), cond), atol=1e-6)
+        d.load_state_dict(_denoiser().state_dict())  # a load copies in place: also seen
+        assert torch.allclose(d.forward_at(x, 99, cond), before, atol=1e-6)
+    with pytest.raises(RuntimeError, match="expected torch.no_grad"):
+        d.forward_at(x, 99, cond)
