@@ -141,7 +141,7 @@ class UncertaintyEstimator(nn.Module):
             return (self.ensemble(noised, cond, level), *self.rnd(cond))
         return fused(noised, cond, level)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def score_normalized(self, obs_n: torch.Tensor, samples: torch.Tensor,
                          shift: int | None = None) -> dict[str, torch.Tensor]:
         """Every score for given samples; updates the stored previous chunk.
@@ -176,7 +176,7 @@ class UncertaintyEstimator(nn.Module):
         return {"dispersion": sample_dispersion(samples), "ensemble": ensemble_disagreement(preds),
                 "rnd": rnd_error(pred, target), "temporal": temporal}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, obs: torch.Tensor, shift: int | None = None
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Predict the next Ta actions and score them.
