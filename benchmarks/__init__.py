@@ -16,6 +16,7 @@ from typing import Any
 
 BENCHMARKS = {"quickstart": "benchmarks.quickstart", "env-step": "benchmarks.env_step",
               "experts": "benchmarks.experts", "policy-latency": "benchmarks.policy_latency",
+              "pusht-few-step": "benchmarks.pusht_few_step",
               "planners": "benchmarks.planners", "rollouts": "benchmarks.rollouts",
               "constraints": "benchmarks.constraints",
               "uncertainty": "benchmarks.uncertainty", "deploy": "benchmarks.deploy",

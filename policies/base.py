@@ -157,6 +157,10 @@ class Policy(nn.Module):
     def predict_action_chunk(self, obs: Any) -> torch.Tensor:
         """Predict the next Ta actions for a batch.
 
+        Runs in ``torch.inference_mode``, whose lighter per-op bookkeeping matters at batch 1 (a
+        PushT one-step student's chunk: 0.20 -> 0.18 ms): the result is an inference tensor, so
+        clone it outside inference mode before changing it in place or using it in autograd.
+
         Args:
             obs: [B, To, Do] raw observations (oldest first), or a dict of [B, To, ...] arrays for
                 policies that take dict observations.
