@@ -10,6 +10,7 @@ on-policy rounds (``agents.train.on_policy``) add pairs on the states the studen
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +110,13 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
     if ((out / "config.json").exists() or (out / "rounds").exists()) and not resume:
         raise FileExistsError(f"run folder {str(out)!r} already holds a run; pass --resume to "
                               "continue it or choose a new --out")
+    if resume and (out / "config.json").exists():
+        # The last student's pairs depend on every round before it: a resume must draw the same.
+        saved = json.loads((out / "config.json").read_text())
+        for key in ("pairs", "warm_start", "warm_fraction", "rounds", "round_episodes"):
+            if saved.get(key, 0 if key == "rounds" else getattr(config, key)) != getattr(config, key):
+                raise ValueError(f"run {str(out)!r} was distilled with {key}={saved.get(key)}; "
+                                 f"expected the same to resume (got {getattr(config, key)})")
     teacher_dir = resolve_policy_dir(config.teacher)
     teacher, meta = load_policy(teacher_dir)
     if not isinstance(teacher, DiffusionPolicy) or teacher.config.sampler == "onestep":

@@ -176,3 +176,13 @@ def test_distill_with_an_on_policy_round_adds_the_students_visited_pairs(teacher
     # The run folder holds a run now: a second start without --resume is refused.
     with pytest.raises(FileExistsError, match="already holds a run"):
         distill(config, progress=False)
+
+
+def test_resume_with_other_rounds_is_refused_in_one_line(teacher_run, tmp_path):
+    train = BcTrainConfig(steps=2, batch_size=8, val_every=2, checkpoint_every=2, log_every=1,
+                          warmup_steps=0)
+    config = DistillConfig(teacher=str(teacher_run), out=str(tmp_path / "student"), pairs=16, train=train)
+    distill(config, progress=False)
+    with pytest.raises(ValueError, match="distilled with rounds=0; expected the same to resume"):
+        distill(dataclasses.replace(config, rounds=1), resume=True, progress=False)
+    assert distill(config, resume=True, progress=False) == tmp_path / "student"  # the same: resumes
