@@ -2,8 +2,9 @@
 
 The teacher is the README's PushT policy (relative actions, H=8, Ta=2, 60k steps), read from
 ``TEACHER_RUN`` when present (training it takes the README's recipe, ~1 h on this machine). In
-this run a warm one-step student is distilled from it (``kinodiff train distill --warm-start 0.5``
-from the teacher with ``warm_pad=extrapolate``, 100k pairs, 8,000 steps); then the teacher's
+this run a warm one-step student is distilled from it (``kinodiff train distill --warm-start 0.5
+--rounds 5 --round-episodes 300`` from the teacher with ``warm_pad=extrapolate``, 100k pairs,
+8,000 steps per student); then the teacher's
 DDPM-100 and DDIM-10 (cold and warm-started: the student's own targets) and the student run the
 same ``EPISODES`` seeded episodes, and their chunk latency is measured at batch 1 with 1 and 2
 torch threads on observations of a real episode (random observations put a relative-action
@@ -34,6 +35,8 @@ ENV = "kinodiff/PushT-v0"
 TEACHER_RUN = "runs/pusht4/R7_relq03_h8ta2_60k"
 """The README's PushT-v0 recipe's run (``kinodiff train bc ... --out runs/pusht4/R7_relq03_h8ta2_60k``)."""
 EPISODES, SEED = 500, 1000
+ROUNDS, ROUND_EPISODES = 5, 300
+"""On-policy distillation rounds (DAgger, ``kinodiff train distill --rounds``) of the student."""
 WARM = {"warm_start": 0.5, "warm_pad": "extrapolate"}
 # name -> (run, config overrides at inference)
 VARIANTS = {
@@ -106,12 +109,15 @@ def run(quick: bool = False):
         train = dataclasses.replace(distill_train_defaults(), steps=steps, threads=2)
         runs["student"] = resolve_policy_dir(distill(DistillConfig(
             teacher=str(extrapolating), out=str(tmp / "student"), pairs=pairs, warm_start=0.5,
-            warm_fraction=0.8, train=train), progress=False))
+            warm_fraction=0.8, rounds=1 if quick else ROUNDS, round_episodes=2 if quick else ROUND_EPISODES,
+            train=train), progress=False))
         policies = {}
         for variant, (run_name, overrides) in VARIANTS.items():
             folder = _variant(runs[run_name], overrides, tmp / "variants" / variant)
+            # Two Ray workers, one thread each: the same seeded episodes as in-process, in half the time.
             summary, _ = evaluate(EvalConfig(run=str(folder), env=ENV, episodes=episodes, seed=SEED,
-                                             video=False, threads=1), progress=False)
+                                             video=False, threads=1, workers=0 if quick else 2),
+                                  progress=False)
             success[variant] = summary["success_rate"]
             results.append({"metric": "success_rate", "value": summary["success_rate"], "unit": "fraction",
                             "config": {"variant": variant, "episodes": episodes, "seed": SEED,
@@ -141,5 +147,6 @@ def run(quick: bool = False):
         {"bar": "the same with 1 thread", "value": latency[1], "threshold": 30, "met": latency[1] >= 30},
     ]
     return {"env": ENV, "teacher_run": TEACHER_RUN, "episodes": episodes, "seed": SEED,
-            "distill": {"pairs": pairs, "steps": steps, "warm_start": 0.5, "warm_fraction": 0.8},
+            "distill": {"pairs": pairs, "steps": steps, "warm_start": 0.5, "warm_fraction": 0.8,
+                        "rounds": 1 if quick else ROUNDS, "round_episodes": 2 if quick else ROUND_EPISODES},
             "calls": calls}, results, bars
