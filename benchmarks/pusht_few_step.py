@@ -3,7 +3,7 @@
 The teacher is the README's PushT policy (relative actions, H=8, Ta=2, 60k steps), read from
 ``TEACHER_RUN`` when present (training it takes the README's recipe, ~1 h on this machine). In
 this run a warm one-step student is distilled from it (``kinodiff train distill --warm-start 0.5
---rounds 5 --round-episodes 300`` from the teacher with ``warm_pad=extrapolate``, 100k pairs,
+--rounds 3 --round-episodes 300`` from the teacher with ``warm_pad=extrapolate``, 100k pairs,
 8,000 steps per student); then the teacher's
 DDPM-100 and DDIM-10 (cold and warm-started: the student's own targets) and the student run the
 same ``EPISODES`` seeded episodes, and their chunk latency is measured at batch 1 with 1 and 2
@@ -35,7 +35,7 @@ ENV = "kinodiff/PushT-v0"
 TEACHER_RUN = "runs/pusht4/R7_relq03_h8ta2_60k"
 """The README's PushT-v0 recipe's run (``kinodiff train bc ... --out runs/pusht4/R7_relq03_h8ta2_60k``)."""
 EPISODES, SEED = 500, 1000
-ROUNDS, ROUND_EPISODES = 5, 300
+ROUNDS, ROUND_EPISODES = 3, 300
 """On-policy distillation rounds (DAgger, ``kinodiff train distill --rounds``) of the student."""
 WARM = {"warm_start": 0.5, "warm_pad": "extrapolate"}
 # name -> (run, config overrides at inference)
