@@ -99,6 +99,45 @@ class _PairBatches(Batches):
 VAL_PAIRS = 2048
 
 
+def _check_resumable(config: DistillConfig, saved: dict) -> None:
+    """Refuse to resume a run whose pairs were drawn otherwise.
+
+    The last student's pairs depend on every round before it, so all of these must be the same.
+    """
+    for key in ("pairs", "warm_start", "warm_fraction", "rounds", "round_episodes"):
+        if saved.get(key, 0 if key == "rounds" else getattr(config, key)) != getattr(config, key):
+            raise ValueError(f"run {config.out!r} was distilled with {key}={saved.get(key)}; "
+                             f"expected the same to resume (got {getattr(config, key)})")
+
+
+def _demonstration_pairs(teacher: DiffusionPolicy, store: EpisodeStore, data_path: str,
+                         config: DistillConfig) -> dict[str, torch.Tensor]:
+    """``pairs + VAL_PAIRS`` rows on random windows of the store, labelled by the teacher."""
+    c = teacher.config
+    if store.step_shape("obs") != (c.obs_dim,) or store.step_shape("action") != (c.action_dim,):
+        raise ValueError(f"dataset {data_path!r} has obs {store.step_shape('obs')} and action "
+                         f"{store.step_shape('action')}; the teacher expects ({c.obs_dim},) and "
+                         f"({c.action_dim},)")
+    data = store.load(["obs", "action"])
+    sampler = SequenceSampler(store.episode_ends, np.arange(store.n_episodes), c.n_obs_steps, c.horizon)
+    rng = np.random.default_rng(config.train.seed)
+    obs_idx, act_idx = sampler.indices(rng.integers(0, len(sampler), config.pairs + VAL_PAIRS))
+    obs = torch.as_tensor(data["obs"][obs_idx])
+    noise = torch.randn((len(obs), c.horizon, c.action_dim),
+                        generator=torch.Generator().manual_seed(config.train.seed))
+    actions = torch.as_tensor(data["action"][act_idx])
+    rows = {"obs": obs, "action": actions, "noise": noise.clone(),
+            "timestep": torch.full((len(obs),), c.num_train_timesteps - 1, dtype=torch.long),
+            "teacher_sample": torch.empty_like(noise)}
+    warm = (torch.as_tensor(rng.random(len(obs)) < config.warm_fraction) if config.warm_start > 0
+            else torch.zeros(len(obs), dtype=torch.bool))
+    rows["teacher_sample"][~warm] = teacher_samples(teacher, obs[~warm], noise[~warm])
+    if warm.any():
+        rows["noise"][warm], rows["timestep"][warm], rows["teacher_sample"][warm] = warm_pairs(
+            teacher, obs[warm], actions[warm], noise[warm], config.warm_start)
+    return rows
+
+
 def distill(config: DistillConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train a one-step student of ``config.teacher`` into ``config.out``; returns the run folder.
 
@@ -111,12 +150,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
         raise FileExistsError(f"run folder {str(out)!r} already holds a run; pass --resume to "
                               "continue it or choose a new --out")
     if resume and (out / "config.json").exists():
-        # The last student's pairs depend on every round before it: a resume must draw the same.
-        saved = json.loads((out / "config.json").read_text())
-        for key in ("pairs", "warm_start", "warm_fraction", "rounds", "round_episodes"):
-            if saved.get(key, 0 if key == "rounds" else getattr(config, key)) != getattr(config, key):
-                raise ValueError(f"run {str(out)!r} was distilled with {key}={saved.get(key)}; "
-                                 f"expected the same to resume (got {getattr(config, key)})")
+        _check_resumable(config, json.loads((out / "config.json").read_text()))
     teacher_dir = resolve_policy_dir(config.teacher)
     teacher, meta = load_policy(teacher_dir)
     if not isinstance(teacher, DiffusionPolicy) or teacher.config.sampler == "onestep":
@@ -132,28 +166,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     store = EpisodeStore.open(data_path)
-    c = teacher.config
-    if store.step_shape("obs") != (c.obs_dim,) or store.step_shape("action") != (c.action_dim,):
-        raise ValueError(f"dataset {data_path!r} has obs {store.step_shape('obs')} and action "
-                         f"{store.step_shape('action')}; the teacher expects ({c.obs_dim},) and "
-                         f"({c.action_dim},)")
-    data = store.load(["obs", "action"])
-    sampler = SequenceSampler(store.episode_ends, np.arange(store.n_episodes), c.n_obs_steps, c.horizon)
-    rng = np.random.default_rng(cfg.seed)
-    obs_idx, act_idx = sampler.indices(rng.integers(0, len(sampler), config.pairs + VAL_PAIRS))
-    obs = torch.as_tensor(data["obs"][obs_idx])
-    noise = torch.randn((len(obs), c.horizon, c.action_dim),
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    actions = torch.as_tensor(data["action"][act_idx])
-    rows = {"obs": obs, "action": actions, "noise": noise.clone(),
-            "timestep": torch.full((len(obs),), c.num_train_timesteps - 1, dtype=torch.long),
-            "teacher_sample": torch.empty_like(noise)}
-    warm = (torch.as_tensor(rng.random(len(obs)) < config.warm_fraction) if config.warm_start > 0
-            else torch.zeros(len(obs), dtype=torch.bool))
-    rows["teacher_sample"][~warm] = teacher_samples(teacher, obs[~warm], noise[~warm])
-    if warm.any():
-        rows["noise"][warm], rows["timestep"][warm], rows["teacher_sample"][warm] = warm_pairs(
-            teacher, obs[warm], actions[warm], noise[warm], config.warm_start)
+    rows = _demonstration_pairs(teacher, store, data_path, config)
     train_rows = {k: v[:config.pairs] for k, v in rows.items()}
     val_rows = {k: v[config.pairs:] for k, v in rows.items()}
     env_id = meta.get("env_id", store.env_id)
