@@ -129,9 +129,9 @@ def visited_pairs(teacher: DiffusionPolicy, chunks: list[SampledChunk]) -> dict[
     Behaviour cloning and distillation from demonstrations train on the teacher's state
     distribution; the student's own small errors take it elsewhere, and there its warm start's
     tail is its own last chunk. Each recorded chunk input is labelled with the teacher's
-    deterministic sample from the same noise (and tail). On PushT-v0 it did not move a warm
-    one-step student (0.71 success over 500 episodes; 0.70 and 0.73 after one and two rounds of
-    200 episodes, BENCHMARKS.md): that student's gap to its teacher is not from drift alone.
+    deterministic sample from the same noise (and tail). On PushT-v0 a few rounds moved a warm
+    one-step student from 0.69-0.71 to 0.71-0.74 success over 500 episodes (BENCHMARKS.md): some
+    of its gap to the teacher (0.79) is drift, not all of it.
 
     Args:
         teacher: The student's teacher (the normalizers they share).
