@@ -60,23 +60,28 @@ def _chunk_latency(policy, batch: int, threads: int, calls: int) -> tuple[float,
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
-def _interleaved_ratio(slow, fast, blocks: int, slow_calls: int = 5, fast_calls: int = 50) -> float:
-    """Median over ``blocks`` of slow's / fast's median chunk time, batch 1, 2 threads.
+def _interleaved_ratio(slow, fast, blocks: int, slow_calls: int = 5, fast_calls: int = 50,
+                       obs: torch.Tensor | None = None, threads: int = 2) -> float:
+    """Median over ``blocks`` of slow's / fast's median chunk time at batch 1.
+
+    ``obs`` [N, 1, To, Do] are cycled through (default: one random observation).
 
     The two are measured in alternating blocks of a few tenths of a second, so a change in what
     the shared machine gives us shifts both: measured minutes apart (``_chunk_latency``), the
     warm student's speed-up read 42.8x in one run and 28.7x in the next.
     """
-    torch.set_num_threads(2)
-    obs = torch.randn(1, slow.config.n_obs_steps, slow.config.obs_dim)
+    torch.set_num_threads(threads)
+    if obs is None:
+        obs = torch.randn(1, 1, slow.config.n_obs_steps, slow.config.obs_dim)
     ratios = []
     for block in range(blocks + 1):
         medians = []
         for policy, calls in ((slow, slow_calls), (fast, fast_calls)):
             times = []
-            for _ in range(calls):
+            for i in range(calls):
+                o = obs[(block * calls + i) % len(obs)]
                 t0 = time.perf_counter()
-                policy.predict_action_chunk(obs)
+                policy.predict_action_chunk(o)
                 times.append(time.perf_counter() - t0)
             medians.append(np.median(times))
         if block:  # the first block warms both up
