@@ -60,7 +60,7 @@ def _chunk_latency(policy, batch: int, threads: int, calls: int) -> tuple[float,
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
-def _interleaved_ratio(slow, fast, blocks: int, slow_calls: int = 5, fast_calls: int = 50,
+def interleaved_ratio(slow, fast, blocks: int, slow_calls: int = 5, fast_calls: int = 50,
                        obs: torch.Tensor | None = None, threads: int = 2) -> float:
     """Median over ``blocks`` of slow's / fast's median chunk time at batch 1.
 
@@ -203,7 +203,7 @@ def run(quick: bool = False):
         teacher, _ = load_policy(runs["teacher"])
         peer = _peer(teacher, 10, calls[1])
         # The speed-up bars compare the two in alternation (the same machine state for both).
-        speedup = {v: _interleaved_ratio(loaded["ddpm-100"], loaded[v], 5 if quick else 40)
+        speedup = {v: interleaved_ratio(loaded["ddpm-100"], loaded[v], 5 if quick else 40)
                    for v in FEW_STEP}
     torch.set_num_threads(2)
     results.append({"metric": "ddim10_chunk_ms", "value": peer["ours_ms"], "unit": "ms",

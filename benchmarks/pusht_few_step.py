@@ -28,7 +28,7 @@ from agents.collect import CollectConfig, collect
 from agents.evaluate import EvalConfig, evaluate, resolve_policy_dir
 from agents.train.bc import BcRunConfig, BcTrainConfig, train_bc
 from agents.train.distill import DistillConfig, distill, distill_train_defaults
-from benchmarks.policy_latency import _interleaved_ratio
+from benchmarks.policy_latency import interleaved_ratio
 from envs import make_env
 from policies import load_policy, save_policy
 
@@ -139,7 +139,7 @@ def run(quick: bool = False):
                 results.append({"metric": "chunk_latency_ms", "value": value, "unit": "ms (p50)",
                                 "config": {"variant": name, "batch": 1, "threads": threads}})
             # The bar's ratio: the two timed in alternating blocks, so both see the same machine.
-            latency[threads] = _interleaved_ratio(policies[teacher], policies[student], 5 if quick else 40,
+            latency[threads] = interleaved_ratio(policies[teacher], policies[student], 5 if quick else 40,
                                                   obs=obs, threads=threads)
             results.append({"metric": "teacher_over_student_latency", "value": latency[threads],
                             "unit": "x", "config": {"batch": 1, "threads": threads, "interleaved": True}})

@@ -46,11 +46,17 @@ def teacher_samples(teacher: DiffusionPolicy, obs: torch.Tensor, noise: torch.Te
         raise ValueError("the teacher is a one-step student; expected a multi-step diffusion policy")
     if obs.shape[0] != noise.shape[0]:
         raise ValueError(f"obs has {obs.shape[0]} rows and noise {noise.shape[0]}; expected equal")
+    return deterministic_chunks(teacher, teacher.obs_normalizer.normalize(obs), noise, chunk)
+
+
+@torch.no_grad()
+def deterministic_chunks(teacher: DiffusionPolicy, obs: torch.Tensor, noise: torch.Tensor,
+                         chunk: int = 4096) -> torch.Tensor:
+    """``teacher_samples`` for normalized observations [N, To, Do] (no checks)."""
     was_training = teacher.training
     teacher.eval()
     sampler = deterministic_sampler(teacher)
-    normalized = teacher.obs_normalizer.normalize(obs)
-    out = torch.cat([teacher.predict_normalized_chunk(normalized[i:i + chunk], noise=noise[i:i + chunk],
+    out = torch.cat([teacher.predict_normalized_chunk(obs[i:i + chunk], noise=noise[i:i + chunk],
                                                       sampler=sampler)
                      for i in range(0, obs.shape[0], chunk)])
     teacher.train(was_training)
@@ -154,8 +160,7 @@ def visited_pairs(teacher: DiffusionPolicy, chunks: list[SampledChunk]) -> dict[
         obs, noise = torch.cat([r.obs for r in group]), torch.cat([r.noise for r in group])
         if start is None:
             timestep = torch.full((len(obs),), teacher.config.num_train_timesteps - 1, dtype=torch.long)
-            raw = teacher.obs_normalizer.unnormalize(obs)
-            parts.append((obs, noise, timestep, teacher_samples(teacher, raw, noise)))
+            parts.append((obs, noise, timestep, deterministic_chunks(teacher, obs, noise)))
         else:
             parts.append((obs, *warm_targets(teacher, obs, torch.cat([r.tail for r in group]), noise, start)))
     obs, noise, timestep, target = (torch.cat(p) for p in zip(*parts, strict=True))
