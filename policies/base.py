@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from policies.layers import all_finite
 from policies.normalizer import RangeNormalizer
 
 
@@ -141,7 +142,7 @@ class Policy(nn.Module):
         """
         obs = torch.as_tensor(obs, dtype=torch.float32)
         self._check_obs(obs)
-        if not torch.isfinite(obs).all():
+        if not all_finite(obs):
             raise ValueError("observation has non-finite values; expected finite numbers")
         return self.normalize_obs(obs)
 

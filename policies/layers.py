@@ -63,3 +63,13 @@ def mish_(x: torch.Tensor) -> torch.Tensor:
     t = e + 2.0
     n = e.mul_(t)
     return x.mul_(n.div_(torch.add(n, 2.0, out=t)))
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether every value of ``x`` is finite, for checking a chunk's input at batch 1.
+
+    A NaN or an infinity makes the sum non-finite, so a finite sum proves the values finite in
+    one op; ``torch.isfinite(x).all()`` takes four (~25 us at batch 1 on this CPU). Only a
+    non-finite sum (a bad value, or finite values overflowing float32) checks each value.
+    """
+    return math.isfinite(float(x.sum())) or bool(torch.isfinite(x).all())

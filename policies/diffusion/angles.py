@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from policies.layers import feature_index
+from policies.normalizer import RangeNormalizer
 
 
 def check_angle_features(dims: tuple[int, ...], obs_dim: int) -> None:
@@ -18,15 +19,13 @@ def check_angle_features(dims: tuple[int, ...], obs_dim: int) -> None:
                          f"[0, {obs_dim})")
 
 
-def angle_features(obs: torch.Tensor, dims: tuple[int, ...], center: torch.Tensor,
-                   half_range: torch.Tensor) -> torch.Tensor:
+def angle_features(obs: torch.Tensor, dims: tuple[int, ...], normalizer: RangeNormalizer) -> torch.Tensor:
     """Replace each angle feature of normalized observations by its sine and append its cosine.
 
     Args:
         obs: [..., Do] range-normalized observations.
         dims: Indices of the features that are angles, radians before normalization.
-        center: [Do] the normalizer's centre (to recover the raw angles exactly).
-        half_range: [Do] the normalizer's half range.
+        normalizer: The observations' ``RangeNormalizer`` (to recover the raw angles exactly).
 
     Returns:
         [..., Do + len(dims)]: ``sin`` at each angle's index, the ``cos`` of the angles appended
@@ -34,9 +33,10 @@ def angle_features(obs: torch.Tensor, dims: tuple[int, ...], center: torch.Tenso
     """
     if not dims:
         return obs
-    idx = feature_index(tuple(dims), obs.device)
-    raw = torch.addcmul(center.index_select(0, idx), obs.index_select(-1, idx),
-                        half_range.index_select(0, idx))
+    dims = tuple(dims)
+    idx = feature_index(dims, obs.device)
+    center, half_range = normalizer.selected(dims)
+    raw = torch.addcmul(center, obs.index_select(-1, idx), half_range)
     return torch.cat([obs.index_copy(-1, idx, torch.sin(raw)), torch.cos(raw)], dim=-1)
 
 

@@ -88,22 +88,42 @@ class MlpDenoiser(nn.Module):
 
         A one-step student calls the network once per chunk at one of two fixed timesteps, so the
         timestep embedding is computed once per step value and kept until the time layer's
-        parameters change (their version counters move on an optimizer step or a load); the
-        layers run as plain ``linear`` calls. At batch 1 this is 97 -> 61 us per call on this CPU.
+        parameters change (their version counters move on an optimizer step or a load), and the
+        layers run as ``addmm`` on transposed views of their weights (``linear`` without its
+        per-call transpose, nor the module lookups). At batch 1 on this CPU: 107 -> ~65 us.
         """
         if torch.is_grad_enabled():
             raise RuntimeError("MlpDenoiser.forward_at is for inference; expected torch.no_grad()")
-        time_linear = self.time_emb[1]
-        versions = (time_linear.weight._version, time_linear.bias._version)
+        time_weight, time_bias, layers = self.__dict__.get("_inference_view") or self._inference_view()
+        versions = (time_weight._version, time_bias._version)
         cached = self._time_rows.get(t)
         if cached is None or cached[0] != versions or cached[1].device != x.device:
             row = self.time_emb(torch.tensor([t], device=x.device))
             self._time_rows[t] = cached = (versions, row)
-        h = torch.cat([x.flatten(1), cached[1].expand(x.shape[0], -1), cond], dim=-1)
-        *hidden, head = list(self.net)[::2]  # Linear, Mish, ..., Linear (slicing a Sequential is slow)
-        for layer in hidden:
-            h = nn.functional.mish(nn.functional.linear(h, layer.weight, layer.bias), inplace=True)
-        return nn.functional.linear(h, head.weight, head.bias).view(-1, self.horizon, self.action_dim)
+        row = cached[1] if x.shape[0] == 1 else cached[1].expand(x.shape[0], -1)
+        h = torch.cat([x.flatten(1), row, cond], dim=-1)
+        *hidden, (bias, weight) = layers
+        for b, w in hidden:
+            h = nn.functional.mish(torch.addmm(b, h, w), inplace=True)
+        return torch.addmm(bias, h, weight).view(-1, self.horizon, self.action_dim)
+
+    def _inference_view(self) -> tuple:
+        """(time layer weight, its bias, ``(bias, weight.t())`` of every layer of ``net``).
+
+        Views of the parameters, so an optimizer step or a load (both write in place) shows
+        through; ``_apply`` (``.to``, ``.double``) drops them, as it replaces the parameters.
+        """
+        linears = list(self.net)[::2]  # Linear, Mish, ..., Linear (slicing a Sequential is slow)
+        time_linear = self.time_emb[1]
+        with torch.inference_mode(False), torch.no_grad():
+            view = (time_linear.weight, time_linear.bias, tuple((m.bias, m.weight.t()) for m in linears))
+        self.__dict__["_inference_view"] = view
+        return view
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_inference_view", None)
+        self._time_rows.clear()
+        return super()._apply(fn, recurse)
 
     def condition(self, timesteps: tuple[float, ...], cond: torch.Tensor,
                   out_scale: tuple[float, ...] | None = None) -> ChunkCondition:

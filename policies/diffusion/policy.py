@@ -32,6 +32,7 @@ from policies.diffusion.schedule import (
 from policies.diffusion.transformer import TransformerDenoiser
 from policies.diffusion.warm import warm_tail
 from policies.encoders import ImageEncoder, LowDimEncoder
+from policies.layers import all_finite
 
 __all__ = ["DENOISERS", "SMALL_BATCH", "DiffusionConfig", "DiffusionPolicy"]
 
@@ -80,7 +81,7 @@ class DiffusionPolicy(RelativeActions, Policy):
             points = torch.tensor(c.body_keypoints, dtype=obs.dtype).view(-1, 2)
             keypoints = body_keypoints(obs, points, c.body_pose, n.center, n.half_range)
         if c.angle_features:
-            obs = angle_features(obs, c.angle_features, n.center, n.half_range)
+            obs = angle_features(obs, c.angle_features, n)
         if c.body_keypoints:
             obs = torch.cat([obs, keypoints], dim=-1)
         return self.obs_encoder(obs)
@@ -326,7 +327,7 @@ class DiffusionPolicy(RelativeActions, Policy):
         if state.shape != (image.shape[0], c.n_obs_steps, c.obs_dim):
             raise ValueError(f"observation {c.state_key!r} has shape {tuple(state.shape)}; expected "
                              f"[{image.shape[0]}, {c.n_obs_steps}, {c.obs_dim}]")
-        if not torch.isfinite(state).all():
+        if not all_finite(state):
             raise ValueError(f"observation {c.state_key!r} has non-finite values; expected finite numbers")
         return {"image": image, "agent_pos": self.obs_normalizer.normalize(state)}
 

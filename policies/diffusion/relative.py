@@ -40,10 +40,10 @@ def origin_of(obs: Any, origin: tuple[int, ...], state_key: str = "agent_pos") -
         state_key: Key of the low-dim features in a dict observation.
 
     Returns:
-        [B, Da] float32.
+        [B, 1, Da] float32 (broadcasts over a chunk's steps).
     """
     state = torch.as_tensor(_state(obs, state_key), dtype=torch.float32)
-    return state[:, -1].index_select(-1, feature_index(tuple(origin), state.device))
+    return state[:, -1:].index_select(-1, feature_index(tuple(origin), state.device))
 
 
 def to_absolute(actions: torch.Tensor, obs: Any, origin: tuple[int, ...],
@@ -51,7 +51,7 @@ def to_absolute(actions: torch.Tensor, obs: Any, origin: tuple[int, ...],
     """Raw offsets [B, T, Da] from the chunk's origin -> raw actions (unchanged when ``origin`` is empty)."""
     if not origin:
         return actions
-    return actions + origin_of(obs, origin, state_key).unsqueeze(1)
+    return actions + origin_of(obs, origin, state_key)
 
 
 def relative_batch(batch: dict[str, Any], origin: tuple[int, ...],
@@ -63,7 +63,7 @@ def relative_batch(batch: dict[str, Any], origin: tuple[int, ...],
     if not origin:
         return batch
     actions = torch.as_tensor(batch["action"], dtype=torch.float32)
-    return {**batch, "action": actions - origin_of(batch["obs"], origin, state_key).unsqueeze(1)}
+    return {**batch, "action": actions - origin_of(batch["obs"], origin, state_key)}
 
 
 def rebase(chunk: torch.Tensor, old: torch.Tensor, new: torch.Tensor,
@@ -157,9 +157,9 @@ class RelativeActions:
         if not origin:
             return None
         state = _state(obs, key)
-        idx, n = feature_index(origin, state.device), self.obs_normalizer
-        return torch.addcmul(n.center.index_select(0, idx), state[:, -1].index_select(-1, idx),
-                             n.half_range.index_select(0, idx))
+        center, half_range = self.obs_normalizer.selected(origin)
+        return torch.addcmul(center, state[:, -1].index_select(-1, feature_index(origin, state.device)),
+                             half_range)
 
     def rebase_tail(self, tail: torch.Tensor, origin: torch.Tensor | None) -> torch.Tensor:
         """The last chunk's normalized tail re-expressed from the next chunk's ``origin`` (None: absolute)."""

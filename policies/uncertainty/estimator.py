@@ -25,6 +25,7 @@ from torch import nn
 
 from policies.base import Policy
 from policies.diffusion.relative import rebase
+from policies.layers import all_finite
 from policies.uncertainty.fused import FusedHeads
 from policies.uncertainty.heads import DenoiserEnsemble, RandomNetworkDistillation, noise_chunk
 from policies.uncertainty.scores import (
@@ -191,7 +192,7 @@ class UncertaintyEstimator(nn.Module):
         policy = self.policy
         obs = torch.as_tensor(obs, dtype=torch.float32)
         policy._check_obs(obs)
-        if not torch.isfinite(obs).all():
+        if not all_finite(obs):
             raise ValueError("observation has non-finite values; expected finite numbers")
         obs_n = policy.obs_normalizer.normalize(obs)
         samples = self._sample(obs_n)

@@ -7,6 +7,7 @@ import torch
 
 from policies import load_policy, make_policy, save_policy
 from policies.diffusion.angles import angle_features
+from policies.normalizer import RangeNormalizer
 
 SMALL = {"hidden_dims": (32, 32), "num_train_timesteps": 20, "num_inference_steps": 4,
          "horizon": 8, "n_action_steps": 4}
@@ -22,9 +23,9 @@ def _policy(**kw):
 
 
 def test_features_are_continuous_across_the_wrap():
-    center, half = torch.tensor([0.5, 0.1]), torch.tensor([2.0, math.pi])
+    n = _normalizer(torch.tensor([0.5, 0.1]), torch.tensor([2.0, math.pi]))
     raw = torch.tensor([[0.3, math.pi - 1e-3], [0.3, -math.pi + 1e-3]])
-    out = angle_features((raw - center) / half, (1,), center, half)
+    out = angle_features(n.normalize(raw), (1,), n)
     assert out.shape == (2, 3)
     # The normalized angles are ~2 apart; their (sin, cos) features are ~2e-3 apart.
     assert (out[0] - out[1]).abs().max() < 3e-3
@@ -35,7 +36,30 @@ def test_features_are_continuous_across_the_wrap():
 
 def test_no_angles_is_the_identity():
     x = torch.randn(3, 2, 5)
-    assert angle_features(x, (), torch.zeros(5), torch.ones(5)) is x
+    assert angle_features(x, (), RangeNormalizer(5)) is x
+
+
+def test_the_selected_statistics_follow_a_refit_a_load_and_a_replaced_buffer():
+    n = _normalizer(torch.tensor([0.5, 0.1]), torch.tensor([2.0, math.pi]))
+    x = torch.tensor([[0.2, 0.5]])
+    before = angle_features(x, (1,), n)
+    n.fit(torch.tensor([[0.0, -1.0], [1.0, 1.0]]))  # in place: the version counters move
+    assert torch.allclose(angle_features(x, (1,), n)[:, 1], torch.sin(torch.tensor([0.5])))
+    n.load_state_dict({"center": torch.tensor([0.5, 0.1]), "half_range": torch.tensor([2.0, math.pi])})
+    assert torch.equal(angle_features(x, (1,), n), before)
+    n.half_range = torch.tensor([2.0, 1.0])  # a new tensor
+    assert torch.allclose(angle_features(x, (1,), n)[:, 1], torch.sin(torch.tensor([0.6])))
+    with torch.inference_mode():
+        in_inference = angle_features(x, (1,), n)
+    assert not n.selected((1,))[0].is_inference()  # training may reuse what inference selected
+    assert torch.equal(in_inference, angle_features(x, (1,), n))
+
+
+def _normalizer(center: torch.Tensor, half: torch.Tensor) -> RangeNormalizer:
+    n = RangeNormalizer(len(center))
+    n.center.copy_(center)
+    n.half_range.copy_(half)
+    return n
 
 
 @pytest.mark.parametrize("bad", [(5,), (-1,), (4, 4)])

@@ -136,3 +136,18 @@ def test_forward_at_equals_the_plain_forward_and_follows_the_time_layer():
         assert torch.allclose(d.forward_at(x, 99, cond), before, atol=1e-6)
     with pytest.raises(RuntimeError, match="expected torch.no_grad"):
         d.forward_at(x, 99, cond)
+
+
+def test_forward_at_is_the_plain_forward_bit_for_bit_at_batch_1_and_follows_replaced_parameters():
+    # Bit for bit at batch 1 (a rollout's chunks); a larger batch's time embedding comes from a
+    # one-row product, which may round differently from the plain forward's batched one.
+    d = _denoiser()
+    g = torch.Generator().manual_seed(3)
+    with torch.inference_mode():
+        x, cond = torch.randn(1, H, DA, generator=g), torch.randn(1, DC, generator=g)
+        assert torch.equal(d.forward_at(x, 70, cond), d(x, torch.full((1,), 70), cond))
+        d.double()  # ``.to``/``.double`` replace the parameters: the kept views must go
+        x, cond = x.double(), cond.double()
+        out = d.forward_at(x, 70, cond)
+        assert out.dtype == torch.float64
+        assert torch.equal(out, d(x, torch.full((1,), 70), cond))
