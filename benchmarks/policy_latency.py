@@ -61,7 +61,7 @@ def _chunk_latency(policy, batch: int, threads: int, calls: int) -> tuple[float,
 
 
 def interleaved_ratio(slow, fast, blocks: int, slow_calls: int = 5, fast_calls: int = 50,
-                       obs: torch.Tensor | None = None, threads: int = 2) -> float:
+                      obs: torch.Tensor | None = None, threads: int = 2) -> float:
     """Median over ``blocks`` of slow's / fast's median chunk time at batch 1.
 
     ``obs`` [N, 1, To, Do] are cycled through (default: one random observation).
@@ -70,18 +70,37 @@ def interleaved_ratio(slow, fast, blocks: int, slow_calls: int = 5, fast_calls: 
     the shared machine gives us shifts both: measured minutes apart (``_chunk_latency``), the
     warm student's speed-up read 42.8x in one run and 28.7x in the next.
     """
-    torch.set_num_threads(threads)
     if obs is None:
         obs = torch.randn(1, 1, slow.config.n_obs_steps, slow.config.obs_dim)
+    return _alternating_ratio(lambda i: slow.predict_action_chunk(obs[i % len(obs)]),
+                              lambda i: fast.predict_action_chunk(obs[i % len(obs)]),
+                              blocks, slow_calls, fast_calls, threads)
+
+
+def batch_ratio(policy, batch: int, blocks: int, threads: int = 2) -> float:
+    """Median over ``blocks`` of the policy's median chunk time at ``batch`` / at batch 1.
+
+    Alternating blocks as in ``interleaved_ratio``: the batch-64 bar's two figures measured
+    minutes apart read 7.0x, 9.14x, 7.60x and 9.53x in four runs of the same code.
+    """
+    c = policy.config
+    large, one = torch.randn(batch, c.n_obs_steps, c.obs_dim), torch.randn(1, c.n_obs_steps, c.obs_dim)
+    return _alternating_ratio(lambda i: policy.predict_action_chunk(large),
+                              lambda i: policy.predict_action_chunk(one), blocks, 5, 50, threads)
+
+
+def _alternating_ratio(slow_call, fast_call, blocks: int, slow_calls: int, fast_calls: int,
+                       threads: int) -> float:
+    """Median of block ratios: ``slow_call(i)`` and ``fast_call(i)`` timed in alternating blocks."""
+    torch.set_num_threads(threads)
     ratios = []
     for block in range(blocks + 1):
         medians = []
-        for policy, calls in ((slow, slow_calls), (fast, fast_calls)):
+        for call, n in ((slow_call, slow_calls), (fast_call, fast_calls)):
             times = []
-            for i in range(calls):
-                o = obs[(block * calls + i) % len(obs)]
+            for i in range(n):
                 t0 = time.perf_counter()
-                policy.predict_action_chunk(o)
+                call(block * n + i)
                 times.append(time.perf_counter() - t0)
             medians.append(np.median(times))
         if block:  # the first block warms both up
@@ -205,6 +224,7 @@ def run(quick: bool = False):
         # The speed-up bars compare the two in alternation (the same machine state for both).
         speedup = {v: interleaved_ratio(loaded["ddpm-100"], loaded[v], 5 if quick else 40)
                    for v in FEW_STEP}
+        batch_64 = batch_ratio(loaded["ddim-10 (default)"], 64, 5 if quick else 40)
     torch.set_num_threads(2)
     results.append({"metric": "ddim10_chunk_ms", "value": peer["ours_ms"], "unit": "ms",
                     "config": {"batch": 1, "threads": 2, "max_abs_diff_vs_diffusers": peer["max_abs_diff"]},
@@ -217,8 +237,11 @@ def run(quick: bool = False):
     overhead = peer["ours_ms"] - peer["forwards_ms"]
     results.append({"metric": "ddim10_sampler_overhead_ms", "value": overhead, "unit": "ms",
                     "config": {"bare_forwards_ms": peer["forwards_ms"]}})
+    results.append({"metric": "batch64_over_batch1_interleaved", "value": batch_64, "unit": "x",
+                    "config": {"variant": "ddim-10 (default)", "threads": 2, "blocks": 5 if quick else 40,
+                               "sequential_p50_ratio": latency[("ddim-10 (default)", 64, 2)][0]
+                               / latency[("ddim-10 (default)", 1, 2)][0]}})
     default_p99 = latency[("ddim-10 (default)", 1, 2)][1]
-    batch_ratio = latency[("ddim-10 (default)", 64, 2)][0] / latency[("ddim-10 (default)", 1, 2)][0]
     # The bar allows a one- or two-step sampler: the best of the students and two-step samplers.
     few = max(FEW_STEP, key=lambda v: success[v])
     gap = success["ddpm-100"] - success[few]
@@ -233,8 +256,8 @@ def run(quick: bool = False):
          "value": speedup["onestep-student"], "threshold": 30, "met": speedup["onestep-student"] >= 30},
         {"bar": "default policy p99 chunk latency <= 5 ms at batch 1 on 2 threads", "value": default_p99,
          "threshold": 5.0, "met": default_p99 <= 5.0},
-        {"bar": "batch 64 costs <= 9x batch 1 per chunk (default policy)", "value": batch_ratio,
-         "threshold": 9.0, "met": batch_ratio <= 9.0},
+        {"bar": "batch 64 costs <= 9x batch 1 per chunk (default policy, 2 threads)", "value": batch_64,
+         "threshold": 9.0, "met": batch_64 <= 9.0},
         {"bar": "our DDIM loop <= 0.6x the diffusers DDIMScheduler loop (same network, 10 steps)",
          "value": peer["ours_ms"] / peer["diffusers_ms"], "threshold": 0.6,
          "met": peer["ours_ms"] / peer["diffusers_ms"] <= 0.6},
