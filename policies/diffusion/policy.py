@@ -185,9 +185,8 @@ class DiffusionPolicy(RelativeActions, Policy):
     def _denoise(self, x: torch.Tensor, cond: torch.Tensor, sampler: str, start: int = 0,
                  tail: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
-        t_batch = torch.empty(x.shape[0], dtype=torch.long)
-        previous = None
         steps, timesteps, scales, folded = self._chunk_schedule(c.num_inference_steps, sampler, start)
+        t_batch = torch.empty(x.shape[0], dtype=torch.long)
         if tail is not None:
             x = add_noise(tail, x, t_batch.fill_(steps[0].t), self.alphas_cumprod)
         if (c.prediction_type != "sample" or c.adaptive_tol
@@ -196,6 +195,7 @@ class DiffusionPolicy(RelativeActions, Policy):
         prepared = self._prepared_condition(timesteps, cond, scales)
         if prepared is not None and scales is not None:
             return self._denoise_folded(x, folded, prepared)
+        previous = None
         for i, step in enumerate(steps):
             out = self._call_denoiser(x, i, step.t, cond, prepared, t_batch)
             noise = torch.randn(x.shape, generator=self.generator) if step.sigma > 0 else None
@@ -237,7 +237,8 @@ class DiffusionPolicy(RelativeActions, Policy):
             out = denoiser(x, i, prepared)
             if clip:
                 out.clamp_(-a, a)
-            out.add_(x, alpha=b)
+            if b:  # DDIM's last step keeps only the clean estimate (b == 0)
+                out.add_(x, alpha=b)
             if sigma > 0:
                 out.add_(torch.randn(x.shape, generator=self.generator), alpha=sigma)
             x = out
