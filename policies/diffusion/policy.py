@@ -186,15 +186,16 @@ class DiffusionPolicy(RelativeActions, Policy):
                  tail: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
         steps, timesteps, scales, folded = self._chunk_schedule(c.num_inference_steps, sampler, start)
-        t_batch = torch.empty(x.shape[0], dtype=torch.long)
         if tail is not None:
-            x = add_noise(tail, x, t_batch.fill_(steps[0].t), self.alphas_cumprod)
+            x = add_noise(tail, x, torch.full((x.shape[0],), steps[0].t, dtype=torch.long),
+                          self.alphas_cumprod)
         if (c.prediction_type != "sample" or c.adaptive_tol
                 or (self._constraint is not None and self._constraint.corrects_steps)):
             scales = None
         prepared = self._prepared_condition(timesteps, cond, scales)
         if prepared is not None and scales is not None:
             return self._denoise_folded(x, folded, prepared)
+        t_batch = torch.empty(x.shape[0], dtype=torch.long)
         previous = None
         for i, step in enumerate(steps):
             out = self._call_denoiser(x, i, step.t, cond, prepared, t_batch)
