@@ -42,6 +42,11 @@ class ChunkCondition:
     sampler's step weight of the estimate, saving it one multiply per step)."""
 
 
+def _drop_inference_view(module: MlpDenoiser, incompatible_keys) -> None:
+    """``load_state_dict`` post-hook (a module-level function: the module stays picklable)."""
+    module._drop_inference_view()
+
+
 class MlpDenoiser(nn.Module):
     """Flattened chunk + timestep embedding + condition -> MLP. Fast on a CPU.
 
@@ -64,6 +69,8 @@ class MlpDenoiser(nn.Module):
         self._sinusoid_cache: dict[tuple[float, ...], torch.Tensor] = {}
         # Time embeddings for ``forward_at``: t -> (the time layer's parameter versions, [1, time_dim]).
         self._time_rows: dict[float, tuple[tuple[int, int], torch.Tensor]] = {}
+        # A load with ``assign=True`` replaces the parameters: drop what ``forward_at`` keeps.
+        self.register_load_state_dict_post_hook(_drop_inference_view)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int,
                 cond: torch.Tensor | ChunkCondition) -> torch.Tensor:
@@ -95,9 +102,10 @@ class MlpDenoiser(nn.Module):
         if torch.is_grad_enabled():
             raise RuntimeError("MlpDenoiser.forward_at is for inference; expected torch.no_grad()")
         time_weight, time_bias, layers = self.__dict__.get("_inference_view") or self._inference_view()
-        versions = (time_weight._version, time_bias._version)
+        # Parameters made under inference mode have no version counter: their row is made anew.
+        versions = None if time_weight.is_inference() else (time_weight._version, time_bias._version)
         cached = self._time_rows.get(t)
-        if cached is None or cached[0] != versions or cached[1].device != x.device:
+        if cached is None or versions is None or cached[0] != versions or cached[1].device != x.device:
             row = self.time_emb(torch.tensor([t], device=x.device))
             self._time_rows[t] = cached = (versions, row)
         row = cached[1] if x.shape[0] == 1 else cached[1].expand(x.shape[0], -1)
@@ -111,7 +119,8 @@ class MlpDenoiser(nn.Module):
         """(time layer weight, its bias, ``(bias, weight.t())`` of every layer of ``net``).
 
         Views of the parameters, so an optimizer step or a load (both write in place) shows
-        through; ``_apply`` (``.to``, ``.double``) drops them, as it replaces the parameters.
+        through; ``_apply`` (``.to``, ``.double``) and every load drop them, as those may replace
+        the parameters.
         """
         linears = list(self.net)[::2]  # Linear, Mish, ..., Linear (slicing a Sequential is slow)
         time_linear = self.time_emb[1]
@@ -120,9 +129,12 @@ class MlpDenoiser(nn.Module):
         self.__dict__["_inference_view"] = view
         return view
 
-    def _apply(self, fn, recurse=True):
+    def _drop_inference_view(self) -> None:
         self.__dict__.pop("_inference_view", None)
         self._time_rows.clear()
+
+    def _apply(self, fn, recurse=True):
+        self._drop_inference_view()
         return super()._apply(fn, recurse)
 
     def condition(self, timesteps: tuple[float, ...], cond: torch.Tensor,

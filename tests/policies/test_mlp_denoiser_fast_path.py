@@ -1,5 +1,7 @@
 """The MLP denoiser's per-chunk conditioning gives the plain forward's outputs, and the thread option."""
 
+import pickle
+
 import pytest
 import torch
 
@@ -151,3 +153,9 @@ def test_forward_at_is_the_plain_forward_bit_for_bit_at_batch_1_and_follows_repl
         out = d.forward_at(x, 70, cond)
         assert out.dtype == torch.float64
         assert torch.equal(out, d(x, torch.full((1,), 70), cond))
+        torch.manual_seed(5)
+        other = MlpDenoiser(H, DA, DC, hidden_dims=(64, 48, 32), time_dim=16).double()
+        d.load_state_dict(other.state_dict(), assign=True)  # new parameter tensors, not copies
+        assert torch.equal(d.forward_at(x, 70, cond), other(x, torch.full((1,), 70), cond))
+        copy = pickle.loads(pickle.dumps(d))  # the load hook keeps the module picklable
+        assert torch.equal(copy.forward_at(x, 70, cond), other(x, torch.full((1,), 70), cond))
