@@ -50,7 +50,7 @@ def check_body_keypoints(points: tuple[float, ...], pose: tuple[int, ...], obs_d
 
 
 def body_keypoints(obs: torch.Tensor, points: torch.Tensor, pose: tuple[int, ...],
-                   center: torch.Tensor, half_range: torch.Tensor) -> torch.Tensor:
+                   normalizer: RangeNormalizer) -> torch.Tensor:
     """World positions of points fixed on a rigid body, in the units of its normalized x and y.
 
     Diffusion Policy's PushT state is such keypoints of the T: where a face is becomes a linear
@@ -60,18 +60,18 @@ def body_keypoints(obs: torch.Tensor, points: torch.Tensor, pose: tuple[int, ...
         obs: [..., Do] range-normalized observations.
         points: [P, 2] points in the body frame (raw units).
         pose: Indices of the body's ``(x, y, angle)`` features.
-        center: [Do] the normalizer's centre.
-        half_range: [Do] the normalizer's half range.
+        normalizer: The observations' ``RangeNormalizer``.
 
     Returns:
         [..., 2P]: ``(x, y)`` of each point, normalized as the body's x and y are.
     """
-    idx = feature_index(tuple(pose), obs.device)
-    raw = obs.index_select(-1, idx) * half_range[idx] + center[idx]  # [..., 3]
+    pose = tuple(pose)
+    center, half_range = normalizer.selected(pose)  # [3] each: x, y, angle
+    raw = obs.index_select(-1, feature_index(pose, obs.device)) * half_range + center  # [..., 3]
     c, s = torch.cos(raw[..., 2:]), torch.sin(raw[..., 2:])
     px, py = points[:, 0], points[:, 1]
     x = raw[..., :1] + c * px - s * py  # [..., P]
     y = raw[..., 1:2] + s * px + c * py
-    x = (x - center[idx[0]]) / half_range[idx[0]]
-    y = (y - center[idx[1]]) / half_range[idx[1]]
+    x = (x - center[0]) / half_range[0]
+    y = (y - center[1]) / half_range[1]
     return torch.stack([x, y], dim=-1).flatten(-2)

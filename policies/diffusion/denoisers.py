@@ -116,7 +116,8 @@ class MlpDenoiser(nn.Module):
         return torch.addmm(bias, h, weight).view(-1, self.horizon, self.action_dim)
 
     def _inference_view(self) -> tuple:
-        """(time layer weight, its bias, ``(bias, weight.t())`` of every layer of ``net``).
+        """(time layer weight, its bias, ``(bias, weight.t())`` of every layer of ``net``), for
+        ``forward_at`` and ``condition``.
 
         Views of the parameters, so an optimizer step or a load (both write in place) shows
         through; ``_apply`` (``.to``, ``.double``) and every load drop them, as those may replace
@@ -154,17 +155,16 @@ class MlpDenoiser(nn.Module):
         if torch.is_grad_enabled():
             raise RuntimeError("MlpDenoiser.condition is for inference; expected torch.no_grad() "
                                "(the prepared forward works in place)")
-        sinusoid_of, time_linear, _ = self.time_emb
-        first, *rest = self.net  # iterate: indexing or slicing a Sequential is slow
-        n = self.horizon * self.action_dim
-        w = first.weight.t()  # [in, hidden_0]: rows for x, then time, then cond
+        time_weight, time_bias, ((first_bias, w), *layers, head) = (
+            self.__dict__.get("_inference_view") or self._inference_view())
+        n = self.horizon * self.action_dim  # w [in, hidden_0]: rows for x, then time, then cond
         sinusoid = self._sinusoid_cache.get(timesteps)
         if sinusoid is None or sinusoid.device != w.device:
-            sinusoid = sinusoid_of(torch.tensor(timesteps, device=w.device))
+            sinusoid = self.time_emb[0](torch.tensor(timesteps, device=w.device))
             self._sinusoid_cache[timesteps] = sinusoid
-        time = nn.functional.mish(torch.addmm(time_linear.bias, sinusoid, time_linear.weight.t()),
+        time = nn.functional.mish(torch.addmm(time_bias, sinusoid, time_weight.t()),
                                   inplace=True) @ w[n:n + self.time_dim]  # [K, hidden_0]
-        base = torch.addmm(first.bias, cond, w[n + self.time_dim:])  # [B, hidden_0]
+        base = torch.addmm(first_bias, cond, w[n + self.time_dim:])  # [B, hidden_0]
         # All K sums at once when they are small (one op instead of one per step); a large batch or
         # step count sums per step, so K copies of [B, hidden_0] are never held at once.
         small = time.numel() * base.shape[0] <= PRESUM_LIMIT
@@ -174,7 +174,6 @@ class MlpDenoiser(nn.Module):
         elif len(out_scale) != len(timesteps):
             raise ValueError(f"out_scale has {len(out_scale)} factors; expected one per timestep "
                              f"({len(timesteps)})")
-        *layers, head = ((m.bias, m.weight.t()) for m in rest[1::2])
         return ChunkCondition(time=time, base=base, pre=pre, x_weight=w[:n], layers=tuple(layers),
                               head=head, out_scale=tuple(out_scale))
 

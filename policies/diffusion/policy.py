@@ -79,7 +79,7 @@ class DiffusionPolicy(RelativeActions, Policy):
         c, n = self.config, self.obs_normalizer
         if c.body_keypoints:
             points = torch.tensor(c.body_keypoints, dtype=obs.dtype).view(-1, 2)
-            keypoints = body_keypoints(obs, points, c.body_pose, n.center, n.half_range)
+            keypoints = body_keypoints(obs, points, c.body_pose, n)
         if c.angle_features:
             obs = angle_features(obs, c.angle_features, n)
         if c.body_keypoints:

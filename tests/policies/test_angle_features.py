@@ -110,10 +110,10 @@ def test_config_takes_one_bare_index():
 def test_body_keypoints_are_world_positions_in_normalized_units():
     from policies.diffusion.angles import body_keypoints
 
-    center, half = torch.tensor([0.0, 0.1, -0.1, 0.0]), torch.tensor([1.0, 0.2, 0.5, math.pi])
+    n = _normalizer(torch.tensor([0.0, 0.1, -0.1, 0.0]), torch.tensor([1.0, 0.2, 0.5, math.pi]))
     raw = torch.tensor([[9.0, 0.2, 0.0, math.pi / 2]])  # body at (0.2, 0.0), turned 90 degrees
     points = torch.tensor([[0.1, 0.0], [0.0, 0.05]])
-    out = body_keypoints((raw - center) / half, points, (1, 2, 3), center, half)
+    out = body_keypoints(n.normalize(raw), points, (1, 2, 3), n)
     world = torch.tensor([[0.2, 0.1], [0.15, 0.0]])  # R(90) (0.1, 0) = (0, 0.1); (0, .05) -> (-.05, 0)
     expected = torch.stack([(world[:, 0] - 0.1) / 0.2, (world[:, 1] + 0.1) / 0.5], dim=-1).flatten()
     assert out.shape == (1, 4)
