@@ -116,12 +116,11 @@ class MlpDenoiser(nn.Module):
         return torch.addmm(bias, h, weight).view(-1, self.horizon, self.action_dim)
 
     def _inference_view(self) -> tuple:
-        """(time layer weight, its bias, ``(bias, weight.t())`` of every layer of ``net``), for
-        ``forward_at`` and ``condition``.
+        """The time layer's weight and bias, and ``(bias, weight.t())`` of every layer of ``net``.
 
-        Views of the parameters, so an optimizer step or a load (both write in place) shows
-        through; ``_apply`` (``.to``, ``.double``) and every load drop them, as those may replace
-        the parameters.
+        For ``forward_at`` and ``condition``: views of the parameters, so an optimizer step or a
+        load (both write in place) shows through; ``_apply`` (``.to``, ``.double``) and every load
+        drop them, as those may replace the parameters.
         """
         linears = list(self.net)[::2]  # Linear, Mish, ..., Linear (slicing a Sequential is slow)
         time_linear = self.time_emb[1]

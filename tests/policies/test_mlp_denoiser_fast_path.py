@@ -159,3 +159,29 @@ def test_forward_at_is_the_plain_forward_bit_for_bit_at_batch_1_and_follows_repl
         assert torch.equal(d.forward_at(x, 70, cond), other(x, torch.full((1,), 70), cond))
         copy = pickle.loads(pickle.dumps(d))  # the load hook keeps the module picklable
         assert torch.equal(copy.forward_at(x, 70, cond), other(x, torch.full((1,), 70), cond))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_folded_ddim_clips_with_kept_bounds_as_the_scalar_clamp_does(dtype):
+    # The folded loop clamps with 0-dim bound tensors kept per schedule, dtype and device; they
+    # must be the scalar clamp's values bit for bit, also for values one rounding off a bound.
+    p = _policy().to(dtype)
+    steps, _, _, folded = p._chunk_schedule(p.config.num_inference_steps, "ddim", 0)
+    x = torch.zeros(1, H, DA, dtype=dtype)
+    bounds = p._clip_bounds(folded, x)
+    assert bounds is p._clip_bounds(folded, x)  # kept
+    assert p._clip_bounds(folded, x.float() if dtype == torch.float64 else x.double()) is not bounds
+    for (a, _, _), (lo, hi) in zip(folded, bounds, strict=True):
+        assert lo.dtype == hi.dtype == dtype and lo.dim() == 0
+        edge = torch.tensor([a, -a], dtype=dtype)
+        near = torch.cat([edge, torch.nextafter(edge, edge * 2), torch.nextafter(edge, edge * 0),
+                          torch.randn(64, dtype=dtype, generator=torch.Generator().manual_seed(1)) * a])
+        assert torch.equal(near.clone().clamp_(lo, hi), near.clone().clamp_(-a, a))
+    g = torch.Generator().manual_seed(4)
+    obs = torch.randn(2, 2, 4, generator=g, dtype=dtype)
+    noise = torch.randn(2, H, DA, generator=g, dtype=dtype)
+    with torch.no_grad():
+        fast = p.predict_normalized_chunk(obs, noise=noise.clone())
+    with torch.enable_grad():
+        plain = p.predict_normalized_chunk(obs, noise=noise.clone()).detach()
+    assert fast.dtype == dtype and torch.allclose(fast, plain, atol=1e-5)
