@@ -13,6 +13,7 @@ from torch import nn
 
 from policies.layers import all_finite
 from policies.normalizer import RangeNormalizer
+from policies.registered import Registered
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -86,6 +87,8 @@ class Policy(nn.Module):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+    obs_normalizer = Registered("_modules")
+    action_normalizer = Registered("_modules")
 
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from policies.layers import feature_index
+from policies.registered import Registered
 
 
 class RangeNormalizer(nn.Module):
@@ -18,6 +19,9 @@ class RangeNormalizer(nn.Module):
         dim: Number of features (the last axis).
         eps: Smallest range treated as non-constant.
     """
+
+    center = Registered("_buffers")
+    half_range = Registered("_buffers")
 
     def __init__(self, dim: int, eps: float = 1e-4) -> None:
         super().__init__()

@@ -30,9 +30,10 @@ from policies.diffusion.schedule import (
     sampling_steps,
 )
 from policies.diffusion.transformer import TransformerDenoiser
-from policies.diffusion.warm import warm_tail
+from policies.diffusion.warm import LastChunk, warm_tail
 from policies.encoders import ImageEncoder, LowDimEncoder
 from policies.layers import all_finite
+from policies.registered import Registered
 
 __all__ = ["DENOISERS", "SMALL_BATCH", "DiffusionConfig", "DiffusionPolicy"]
 
@@ -42,6 +43,8 @@ class DiffusionPolicy(RelativeActions, Policy):
 
     name = "diffusion"
     config_class = DiffusionConfig
+    denoiser = Registered("_modules")
+    obs_encoder = Registered("_modules")
 
     def __init__(self, config: DiffusionConfig) -> None:
         super().__init__(config)
@@ -69,18 +72,14 @@ class DiffusionPolicy(RelativeActions, Policy):
         self._step_cache: dict[tuple[int, str], list] = {}
         self._schedule_cache: dict[tuple[int, str, int], tuple] = {}
         self._bounds_cache: dict[tuple, tuple] = {}  # see _clip_bounds
-        self._last: torch.Tensor | None = None
-        self._last_origin: torch.Tensor | None = None  # relative actions: the last chunk's origin
+        self._last_chunk = LastChunk()  # the warm start's tail and origin
         self._constraint: ChunkConstraint | None = None
         self.sampling_log: list[SampledChunk] | None = None
         """Set to a list to record every chunk the policy samples from its own noise (DAgger)."""
 
     def encode(self, obs: Any) -> torch.Tensor:
         """Normalized observations (as ``prepare_obs`` gives them) -> the condition [B, Dc]."""
-        c = self.config
-        # The normalizer only for the features that need it: a submodule lookup goes through
-        # ``nn.Module.__getattr__``, a few us per chunk on a cache the denoiser's weights flushed.
-        n = self.obs_normalizer if c.body_keypoints or c.angle_features else None
+        c, n = self.config, self.obs_normalizer
         if c.body_keypoints:
             points = torch.tensor(c.body_keypoints, dtype=obs.dtype).view(-1, 2)
             keypoints = body_keypoints(obs, points, c.body_pose, n)
@@ -139,7 +138,8 @@ class DiffusionPolicy(RelativeActions, Policy):
         c = self.config
         cond = self.encode(obs)
         shape = (cond.shape[0], c.horizon, c.action_dim)
-        warm = noise is None and c.warm_start > 0 and self._last is not None and self._last.shape == shape
+        last = self._last_chunk
+        warm = noise is None and c.warm_start > 0 and last.chunk is not None and last.chunk.shape == shape
         x = torch.randn(shape, generator=self.generator) if noise is None else noise
         sampler = sampler or c.sampler
         if self._constraint is not None:
@@ -147,7 +147,7 @@ class DiffusionPolicy(RelativeActions, Policy):
             self._constraint.begin(self.obs_normalizer.unnormalize(state[:, -1]))
         start = int(round(c.warm_start * c.num_inference_steps)) if warm else 0
         origin = self.normalized_origin(obs)  # relative actions: the tail moves to the new origin
-        tail = self.rebase_tail(warm_tail(self._last, c.n_action_steps, c.warm_pad), origin) if warm else None
+        tail = self.rebase_tail(warm_tail(last.chunk, c.n_action_steps, c.warm_pad), origin) if warm else None
         if self.sampling_log is not None and noise is None:
             self.sampling_log.append(SampledChunk(obs, x.clone(), start, tail))
         if sampler == "onestep":
@@ -159,7 +159,7 @@ class DiffusionPolicy(RelativeActions, Policy):
         if self._constraint is not None:
             out = self._constraint.finish(out)
         if noise is None:
-            self._last, self._last_origin = out, origin
+            last.chunk, last.origin = out, origin
         return out
 
     def _one_step(self, x: torch.Tensor, cond: torch.Tensor, start: int,
@@ -183,7 +183,7 @@ class DiffusionPolicy(RelativeActions, Policy):
     def reset(self, seed: int | None = None) -> None:
         """Forget queues, ensembles and the last chunk (warm start); optionally reseed."""
         super().reset(seed)
-        self._last = None
+        self._last_chunk.chunk = self._last_chunk.origin = None
         if self._constraint is not None:
             self._constraint.reset()
 
@@ -197,7 +197,7 @@ class DiffusionPolicy(RelativeActions, Policy):
         if (c.prediction_type != "sample" or c.adaptive_tol
                 or (self._constraint is not None and self._constraint.corrects_steps)):
             scales = None
-        denoiser = self.denoiser  # looked up once per chunk (see ``encode``)
+        denoiser = self.denoiser
         prepared = self._prepared_condition(denoiser, timesteps, cond, scales)
         if prepared is not None and scales is not None:
             return self._denoise_folded(denoiser, x, folded, prepared)
@@ -238,7 +238,8 @@ class DiffusionPolicy(RelativeActions, Policy):
         Each step is one forward giving ``a * x0`` (``a`` folded into the output layer), a clip to
         [-a, a] and ``+ b * x_t``: two small in-place ops instead of three new tensors.
         On a CPU the small ops between the matrix products run with caches the weights just
-        flushed (~10 us each at batch 1), so their count is most of the sampler's own time.
+        flushed (~3-5 us each at batch 1, ~1 us timed alone), so their count and form are most of the
+        sampler's own time.
         """
         clip = self.config.clip_sample
         bounds = self._clip_bounds(folded, x) if clip else None

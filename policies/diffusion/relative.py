@@ -163,5 +163,5 @@ class RelativeActions:
 
     def rebase_tail(self, tail: torch.Tensor, origin: torch.Tensor | None) -> torch.Tensor:
         """The last chunk's normalized tail re-expressed from the next chunk's ``origin`` (None: absolute)."""
-        return tail if origin is None else rebase(tail, self._last_origin, origin,
+        return tail if origin is None else rebase(tail, self._last_chunk.origin, origin,
                                                   self.action_normalizer.half_range)

@@ -86,8 +86,9 @@ def test_warm_pairs_targets_are_the_teachers_warm_started_chunks(teacher_run):
     # The same chunk through the policy's own warm start: a last chunk whose tail is the demo's.
     normalized = teacher.action_normalizer.normalize(actions)
     teacher.config = dataclasses.replace(c, warm_start=0.5)
-    teacher._last = torch.cat([torch.zeros(3, c.n_action_steps, 2), normalized[:, :-c.n_action_steps]], 1)
-    assert torch.equal(warm_tail(teacher._last, c.n_action_steps), demo_tail(normalized, c.n_action_steps))
+    last = torch.cat([torch.zeros(3, c.n_action_steps, 2), normalized[:, :-c.n_action_steps]], 1)
+    teacher._last_chunk.chunk = last
+    assert torch.equal(warm_tail(last, c.n_action_steps), demo_tail(normalized, c.n_action_steps))
     teacher.generator.manual_seed(5)
     want = teacher.predict_normalized_chunk(teacher.obs_normalizer.normalize(obs))
     assert torch.allclose(target, want, atol=1e-5)
@@ -146,7 +147,7 @@ def test_visited_pairs_are_the_students_own_chunk_inputs_labelled_by_the_teacher
                                             noise=student.sampling_log[0].noise, sampler="ddim")
     assert torch.allclose(rows["teacher_sample"][:3], cold, atol=1e-5)
     teacher.config = dataclasses.replace(c, warm_start=0.5, sampler="ddim")
-    teacher._last, teacher._last_origin = first, None
+    teacher._last_chunk.chunk, teacher._last_chunk.origin = first, None
     teacher.generator.set_state(state)
     warm = teacher.predict_normalized_chunk(teacher.obs_normalizer.normalize(obs))
     assert torch.allclose(rows["teacher_sample"][3:], warm, atol=1e-5)
