@@ -173,11 +173,10 @@ class DiffusionPolicy(RelativeActions, Policy):
         if step is not None:  # q(x_t | tail) with the schedule's scalars: two fused ops
             x = torch.add(tail * step.sqrt_ab, x, alpha=step.sqrt_one_minus_ab)
         t = self.config.num_train_timesteps - 1 if step is None else step.t
-        denoiser = self.denoiser
-        if isinstance(denoiser, MlpDenoiser) and not torch.is_grad_enabled():
-            out = denoiser.forward_at(x, t, cond)
+        if isinstance(self.denoiser, MlpDenoiser) and not torch.is_grad_enabled():
+            out = self.denoiser.forward_at(x, t, cond)
         else:
-            out = denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long), cond)
+            out = self.denoiser(x, torch.full((x.shape[0],), t, dtype=torch.long), cond)
         return out.clamp(-1.0, 1.0) if self.config.clip_sample else out
 
     def reset(self, seed: int | None = None) -> None:
@@ -197,10 +196,9 @@ class DiffusionPolicy(RelativeActions, Policy):
         if (c.prediction_type != "sample" or c.adaptive_tol
                 or (self._constraint is not None and self._constraint.corrects_steps)):
             scales = None
-        denoiser = self.denoiser
-        prepared = self._prepared_condition(denoiser, timesteps, cond, scales)
+        prepared = self._prepared_condition(timesteps, cond, scales)
         if prepared is not None and scales is not None:
-            return self._denoise_folded(denoiser, x, folded, prepared)
+            return self._denoise_folded(x, folded, prepared)
         t_batch = torch.empty(x.shape[0], dtype=torch.long)
         previous = None
         for i, step in enumerate(steps):
@@ -231,8 +229,7 @@ class DiffusionPolicy(RelativeActions, Policy):
                 tuple((s.x0_coef, s.x_coef, s.sigma) for s in steps))
         return self._schedule_cache[key]
 
-    def _denoise_folded(self, denoiser: MlpDenoiser, x: torch.Tensor, folded: tuple,
-                        prepared: ChunkCondition) -> torch.Tensor:
+    def _denoise_folded(self, x: torch.Tensor, folded: tuple, prepared: ChunkCondition) -> torch.Tensor:
         """``reverse_step`` of sample prediction, the clean estimate's weight folded into the denoiser.
 
         Each step is one forward giving ``a * x0`` (``a`` folded into the output layer), a clip to
@@ -241,7 +238,7 @@ class DiffusionPolicy(RelativeActions, Policy):
         flushed (~3-5 us each at batch 1, ~1 us timed alone), so their count and form are most of the
         sampler's own time.
         """
-        clip = self.config.clip_sample
+        clip, denoiser = self.config.clip_sample, self.denoiser
         bounds = self._clip_bounds(folded, x) if clip else None
         for i, (_, b, sigma) in enumerate(folded):
             out = denoiser(x, i, prepared)
@@ -272,14 +269,13 @@ class DiffusionPolicy(RelativeActions, Policy):
             self._bounds_cache[key] = kept
         return kept[1]
 
-    @staticmethod
-    def _prepared_condition(denoiser: nn.Module, timesteps: tuple[float, ...], cond: torch.Tensor,
+    def _prepared_condition(self, timesteps: tuple[float, ...], cond: torch.Tensor,
                             out_scale: tuple[float, ...] | None = None) -> ChunkCondition | None:
         # The MLP denoiser applies its input layer to the timesteps and the condition once per
         # chunk. Not while tracing (the export records the plain forward) or under autograd.
-        if (isinstance(denoiser, MlpDenoiser) and not torch.is_grad_enabled()
+        if (isinstance(self.denoiser, MlpDenoiser) and not torch.is_grad_enabled()
                 and not torch.jit.is_tracing()):
-            return denoiser.condition(timesteps, cond, out_scale)
+            return self.denoiser.condition(timesteps, cond, out_scale)
         return None
 
     def _call_denoiser(self, x: torch.Tensor, k: int, t: float, cond: torch.Tensor,
@@ -303,7 +299,7 @@ class DiffusionPolicy(RelativeActions, Policy):
         times = [t for k, h in zip(range(start, K), heun, strict=True)
                  for t in ((k * ds * FLOW_TIME_SCALE, (k * ds + ds) * FLOW_TIME_SCALE) if h
                            else (k * ds * FLOW_TIME_SCALE,))]
-        prepared = self._prepared_condition(self.denoiser, tuple(times), cond)
+        prepared = self._prepared_condition(tuple(times), cond)
         j = 0  # index into times
         for k, h in zip(range(start, K), heun, strict=True):
             s = k * ds
