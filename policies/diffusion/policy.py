@@ -12,6 +12,7 @@ from torch import nn
 from policies.base import Policy
 from policies.constraints import ChunkConstraint, ChunkConstraintConfig
 from policies.diffusion.angles import angle_features, body_keypoints
+from policies.diffusion.chunk_plan import ChunkPlan, chunk_plan
 from policies.diffusion.config import (
     DENOISERS,
     ETA,
@@ -70,8 +71,7 @@ class DiffusionPolicy(RelativeActions, Policy):
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(c.num_train_timesteps),
                              persistent=False)
         self._step_cache: dict[tuple[int, str], list] = {}
-        self._schedule_cache: dict[tuple[int, str, int], tuple] = {}
-        self._bounds_cache: dict[tuple, tuple] = {}  # see _clip_bounds
+        self._plan_cache: dict[tuple, ChunkPlan] = {}  # see _chunk_plan
         self._last_chunk = LastChunk()  # the warm start's tail and origin
         self._constraint: ChunkConstraint | None = None
         self.sampling_log: list[SampledChunk] | None = None
@@ -189,45 +189,38 @@ class DiffusionPolicy(RelativeActions, Policy):
     def _denoise(self, x: torch.Tensor, cond: torch.Tensor, sampler: str, start: int = 0,
                  tail: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
-        steps, timesteps, scales, folded = self._chunk_schedule(c.num_inference_steps, sampler, start)
+        plan = self._chunk_plan(c.num_inference_steps, sampler, start, x)
         if tail is not None:
-            x = add_noise(tail, x, torch.full((x.shape[0],), steps[0].t, dtype=torch.long),
+            x = add_noise(tail, x, torch.full((x.shape[0],), plan.steps[0].t, dtype=torch.long),
                           self.alphas_cumprod)
+        scales = plan.scales
         if (c.prediction_type != "sample" or c.adaptive_tol
                 or (self._constraint is not None and self._constraint.corrects_steps)):
             scales = None
-        prepared = self._prepared_condition(timesteps, cond, scales)
+        prepared = self._prepared_condition(plan.timesteps, cond, scales)
         if prepared is not None and scales is not None:
-            return self._denoise_folded(x, folded, prepared)
+            return self._denoise_folded(x, plan.folded, prepared)
         t_batch = torch.empty(x.shape[0], dtype=torch.long)
         previous = None
-        for i, step in enumerate(steps):
+        for i, step in enumerate(plan.steps):
             out = self._call_denoiser(x, i, step.t, cond, prepared, t_batch)
             noise = torch.randn(x.shape, generator=self.generator) if step.sigma > 0 else None
             x, x0 = reverse_step(x, out, step, c.prediction_type, c.clip_sample, noise)
             if self._constraint is not None and self._constraint.corrects_steps:
                 # Correct the clean estimate; x_prev is linear in it.
-                x = x + step.x0_coef * (self._constraint.step(x0, i, len(steps)) - x0)
+                x = x + step.x0_coef * (self._constraint.step(x0, i, len(plan.steps)) - x0)
             if c.adaptive_tol and previous is not None and (x0 - previous).abs().max() < c.adaptive_tol:
                 return x0
             previous = x0
         return x
 
-    def _chunk_schedule(self, num_steps: int, sampler: str, start: int) -> tuple:
-        """``(steps, timesteps, scales, folded)`` of a chunk from step ``start``, built once per key.
-
-        ``scales`` are the clean estimate's step weights (None unless all positive, which folding
-        into the output layer needs); ``folded`` holds each step's ``(a, b, sigma)`` for
-        ``_denoise_folded``. Kept as plain tuples so a chunk does no per-step Python work twice.
-        """
-        key = (num_steps, sampler, start)
-        if key not in self._schedule_cache:
-            steps = self._steps(num_steps, sampler)[start:]
-            scales = tuple(s.x0_coef for s in steps)
-            self._schedule_cache[key] = (
-                steps, tuple(float(s.t) for s in steps), scales if min(scales) > 0 else None,
-                tuple((s.x0_coef, s.x_coef, s.sigma) for s in steps))
-        return self._schedule_cache[key]
+    def _chunk_plan(self, num_steps: int, sampler: str, start: int, like: torch.Tensor) -> ChunkPlan:
+        """The ``ChunkPlan`` of a chunk from step ``start`` of a ``num_steps`` schedule, kept per key."""
+        key = (num_steps, sampler, start, like.dtype, like.device)
+        plan = self._plan_cache.get(key)
+        if plan is None:
+            plan = self._plan_cache[key] = chunk_plan(self._steps(num_steps, sampler)[start:], like)
+        return plan
 
     def _denoise_folded(self, x: torch.Tensor, folded: tuple, prepared: ChunkCondition) -> torch.Tensor:
         """``reverse_step`` of sample prediction, the clean estimate's weight folded into the denoiser.
@@ -239,35 +232,16 @@ class DiffusionPolicy(RelativeActions, Policy):
         sampler's own time.
         """
         clip, denoiser = self.config.clip_sample, self.denoiser
-        bounds = self._clip_bounds(folded, x) if clip else None
-        for i, (_, b, sigma) in enumerate(folded):
-            out = denoiser(x, i, prepared)
+        for k, low, high, b, sigma in folded:
+            out = denoiser(x, k, prepared)
             if clip:
-                out.clamp_(*bounds[i])
+                out.clamp_(low, high)
             if b:  # DDIM's last step keeps only the clean estimate (b == 0)
                 out.add_(x, alpha=b)
             if sigma > 0:
                 out.add_(torch.randn(x.shape, generator=self.generator), alpha=sigma)
             x = out
         return x
-
-    def _clip_bounds(self, folded: tuple, like: torch.Tensor) -> tuple:
-        """Per step ``(-a, a)`` of ``folded`` as 0-dim tensors of ``like``'s dtype and device, kept.
-
-        ``clamp_`` with tensor bounds skips the per-call handling of two optional Python numbers:
-        ~1.5 us less per step at batch 1 on this CPU, and the same values bit for bit, as both
-        forms compare in the tensor's dtype (``tests/policies/test_mlp_denoiser_fast_path.py``).
-        """
-        # ``folded`` lives in the schedule cache for the policy's life; its id is a cheap key
-        # (hashing its floats is not), checked by identity in case it ever were replaced.
-        key = (id(folded), like.dtype, like.device)
-        kept = self._bounds_cache.get(key)
-        if kept is None or kept[0] is not folded:
-            kept = folded, tuple((torch.tensor(-a, dtype=like.dtype, device=like.device),
-                                  torch.tensor(a, dtype=like.dtype, device=like.device))
-                                 for a, _, _ in folded)
-            self._bounds_cache[key] = kept
-        return kept[1]
 
     def _prepared_condition(self, timesteps: tuple[float, ...], cond: torch.Tensor,
                             out_scale: tuple[float, ...] | None = None) -> ChunkCondition | None:

@@ -153,9 +153,10 @@ class RelativeActions:
 
     def normalized_origin(self, obs: Any) -> torch.Tensor | None:
         """The raw origin [B, Da] of chunks for normalized ``obs`` (None for absolute actions)."""
-        origin, key = self._origin_spec()
-        if not origin:
+        origin = getattr(self.config, "relative_action_origin", ())
+        if not origin:  # absolute actions: read once per chunk, so the plain path stays short
             return None
+        origin, key = self._origin_spec()
         state = _state(obs, key)
         center, half_range = self.obs_normalizer.selected(origin)
         return torch.addcmul(center, state[:, -1].index_select(-1, feature_index(origin, state.device)),

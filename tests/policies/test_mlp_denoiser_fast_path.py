@@ -166,17 +166,20 @@ def test_folded_ddim_clips_with_kept_bounds_as_the_scalar_clamp_does(dtype):
     # The folded loop clamps with 0-dim bound tensors kept per schedule, dtype and device; they
     # must be the scalar clamp's values bit for bit, also for values one rounding off a bound.
     p = _policy().to(dtype)
-    steps, _, _, folded = p._chunk_schedule(p.config.num_inference_steps, "ddim", 0)
     x = torch.zeros(1, H, DA, dtype=dtype)
-    bounds = p._clip_bounds(folded, x)
-    assert bounds is p._clip_bounds(folded, x)  # kept
-    assert p._clip_bounds(folded, x.float() if dtype == torch.float64 else x.double()) is not bounds
-    for (a, _, _), (lo, hi) in zip(folded, bounds, strict=True):
+    plan = p._chunk_plan(p.config.num_inference_steps, "ddim", 0, x)
+    assert plan is p._chunk_plan(p.config.num_inference_steps, "ddim", 0, x)  # kept
+    other = x.float() if dtype == torch.float64 else x.double()
+    assert p._chunk_plan(p.config.num_inference_steps, "ddim", 0, other) is not plan
+    for step, (_, lo, hi, b, sigma) in zip(plan.steps, plan.folded, strict=True):
+        a = step.x0_coef
+        assert (b, sigma) == (step.x_coef, step.sigma)
         assert lo.dtype == hi.dtype == dtype and lo.dim() == 0
         edge = torch.tensor([a, -a], dtype=dtype)
         near = torch.cat([edge, torch.nextafter(edge, edge * 2), torch.nextafter(edge, edge * 0),
                           torch.randn(64, dtype=dtype, generator=torch.Generator().manual_seed(1)) * a])
         assert torch.equal(near.clone().clamp_(lo, hi), near.clone().clamp_(-a, a))
+    assert [k for k, *_ in plan.folded] == list(range(len(plan.steps)))
     g = torch.Generator().manual_seed(4)
     obs = torch.randn(2, 2, 4, generator=g, dtype=dtype)
     noise = torch.randn(2, H, DA, generator=g, dtype=dtype)
